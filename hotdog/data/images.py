@@ -1,0 +1,98 @@
+"""Turn any image a user may hand us into an upright RGB picture, or say why it cannot be used.
+
+The training data, ``hotdog.predict`` and the service all decode through here, so all three see
+the same pixels for the same file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import warnings
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from hotdog.errors import HotdogError
+
+# Larger images are refused before decoding: a few kB of compressed data can claim billions of
+# pixels (a decompression bomb). 50 Mpx is well above any phone photo.
+DEFAULT_MAX_PIXELS = 50_000_000
+
+
+class UnreadableImageError(HotdogError, ValueError):
+    """A file or upload is not an image this project can use; ``reason`` says why."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        super().__init__(f"{source} {reason}")
+        self.source = source
+        self.reason = reason
+
+
+def _flatten_alpha(image: Image.Image) -> Image.Image:
+    """Composite transparent images onto white, as a viewer would show them."""
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in {"RGBA", "LA", "PA", "RGBa", "La"}:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def decode_image(
+    data: bytes,
+    *,
+    source: str = "upload",
+    min_short_side: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Image.Image:
+    """Decode the bytes of an image file into an upright RGB image.
+
+    ``min_short_side`` lets JPEG decoding skip detail that a later resize would throw away
+    (Pillow's draft mode); the short side of the result stays at least that long.
+    Raises :class:`UnreadableImageError` for anything that is not a complete, sane image.
+    """
+    if not data:
+        raise UnreadableImageError(source, "is empty")
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns above its own pixel limit; ours is applied right after opening.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as error:
+        raise UnreadableImageError(source, "has too many pixels to be decoded safely") from error
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise UnreadableImageError(source, "is not an image in a supported format") from error
+
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise UnreadableImageError(source, "has no pixels")
+    if width * height > max_pixels:
+        raise UnreadableImageError(
+            source,
+            f"is {width}x{height} pixels, more than the limit of {max_pixels:,}; "
+            "downscale it first",
+        )
+    if min_short_side and image.format == "JPEG":
+        scale = min_short_side / min(width, height)
+        if scale < 1:
+            image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError) as error:
+        raise UnreadableImageError(source, f"is corrupt or truncated ({error})") from error
+    # A broken orientation tag leaves the pixels as stored.
+    with contextlib.suppress(OSError, SyntaxError, ValueError, TypeError):
+        image = ImageOps.exif_transpose(image) or image
+    return _flatten_alpha(image)
+
+
+def read_image(path: Path, **kwargs: object) -> Image.Image:
+    """Read and decode the image file at ``path`` (see :func:`decode_image`)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise UnreadableImageError(str(path), f"cannot be read ({error.strerror})") from error
+    return decode_image(data, source=str(path), **kwargs)  # type: ignore[arg-type]

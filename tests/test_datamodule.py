@@ -1,0 +1,158 @@
+"""HotdogDataModule: layout, split, class order, transforms, cache and every kind of bad file."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from hotdog.data import DataConfig, DatasetError, HotdogDataModule
+from hotdog.data.datamodule import stratified_split
+from hotdog.data.transforms import eval_transform, resize_short_side
+from tests.conftest import CLASSES, SAMPLE, copy_sample
+
+LITE0 = DataConfig(input_size=224, interpolation="bicubic", mean=(0.5,) * 3, std=(0.5,) * 3)
+
+
+def _datamodule(root: Path, **kwargs) -> HotdogDataModule:
+    kwargs.setdefault("cache_dir", None)
+    return HotdogDataModule(root=root, data_config=LITE0, **kwargs)
+
+
+def test_sample_split_sizes_and_class_order():
+    dm = _datamodule(SAMPLE)
+    dm.setup("fit")
+    assert len(dm.train_set) == 32 and len(dm.val_set) == 8 and len(dm.test_set) == 40
+    assert Counter(dm.val_set.labels) == {0: 4, 1: 4}
+    assert Counter(dm.train_set.labels) == {0: 16, 1: 16}
+    for path, label in zip(dm.files["train"], dm.train_set.labels, strict=True):
+        assert path.parent.name == CLASSES[label]
+    assert not set(dm.files["train"]) & set(dm.files["val"])
+
+
+def test_split_is_seeded():
+    labels = [0] * 50 + [1] * 30
+    assert stratified_split(labels, 0.2, seed=1) == stratified_split(labels, 0.2, seed=1)
+    assert stratified_split(labels, 0.2, seed=1) != stratified_split(labels, 0.2, seed=2)
+    train, val = stratified_split(labels, 0.2, seed=1)
+    assert Counter(labels[i] for i in val) == {0: 10, 1: 6}
+    assert sorted(train + val) == list(range(80))
+
+
+def test_batches_have_model_shapes_and_normalisation():
+    dm = _datamodule(SAMPLE, batch_size=8)
+    dm.setup("fit")
+    images, labels, indices = next(iter(dm.train_dataloader()))
+    assert images.shape == (8, 3, 224, 224) and images.dtype == torch.float32
+    assert labels.dtype == torch.int64 and indices.shape == (8,)
+    assert images.min() >= -1.0 and images.max() <= 1.0  # mean = std = 0.5
+    val_images, *_ = next(iter(dm.val_dataloader()))
+    assert val_images.shape[1:] == (3, 224, 224)
+
+
+def test_evaluation_is_deterministic_and_training_is_augmented():
+    dm = _datamodule(SAMPLE)
+    dm.setup("fit")
+    assert torch.equal(dm.val_set[0][0], dm.val_set[0][0])
+    assert not torch.equal(dm.train_set[0][0], dm.train_set[0][0])
+
+
+def test_eval_transform_keeps_aspect_ratio():
+    # A 2:1 picture with a centred circle-free pattern: a square in the middle must stay square.
+    from PIL import Image, ImageDraw
+
+    picture = Image.new("RGB", (512, 256), "white")
+    ImageDraw.Draw(picture).rectangle((206, 78, 306, 178), fill="black")  # 100 x 100 square
+    tensor = eval_transform(LITE0)(resize_short_side(picture, LITE0))
+    dark = tensor[0] < 0
+    rows, cols = dark.any(dim=1).sum().item(), dark.any(dim=0).sum().item()
+    assert abs(rows - cols) <= 2, (rows, cols)
+
+
+def test_cache_is_reused_and_keyed_by_content(tmp_path: Path):
+    data = copy_sample(tmp_path / "data", per_class=2)
+    cache = tmp_path / "cache"
+    first = _datamodule(data, cache_dir=cache, val_fraction=0.5)
+    first.setup("fit")
+    entries = sorted(cache.rglob("*.npy"))
+    assert len(entries) == 8
+    second = _datamodule(data, cache_dir=cache, val_fraction=0.5)
+    second.setup("fit")
+    assert sorted(cache.rglob("*.npy")) == entries
+    assert torch.equal(first.test_set.pictures[0], second.test_set.pictures[0])
+    # Another input size is another cache entry, not a wrong hit.
+    bigger = HotdogDataModule(
+        data, DataConfig(input_size=256, mean=(0.5,) * 3, std=(0.5,) * 3), cache_dir=cache
+    )
+    bigger.setup("test")
+    assert len(sorted(cache.rglob("*.npy"))) == 12
+    assert min(bigger.test_set.pictures[0].shape[1:]) == 292
+
+
+def test_greyscale_rgba_and_cmyk_files_load(small_dataset: Path):
+    from PIL import Image
+
+    folder = small_dataset / "train" / "hot_dog"
+    source = Image.open(sorted(folder.glob("*.jpg"))[0])
+    source.convert("L").save(folder / "grey.jpg")
+    source.convert("RGBA").save(folder / "alpha.png")
+    source.convert("CMYK").save(folder / "cmyk.jpg")
+    dm = _datamodule(small_dataset, val_fraction=0.0)
+    dm.setup("fit")
+    assert len(dm.train_set) == 11
+    assert all(p.shape[0] == 3 for p in dm.train_set.pictures)
+
+
+def test_every_bad_file_is_named(small_dataset: Path):
+    good = sorted((small_dataset / "train" / "hot_dog").glob("*.jpg"))[0].read_bytes()
+    bad = {
+        small_dataset / "train" / "hot_dog" / "truncated.jpg": good[:2000],
+        small_dataset / "train" / "not_hot_dog" / "notes.txt": b"shopping list",
+        small_dataset / "test" / "hot_dog" / "zero.jpg": b"",
+    }
+    for path, content in bad.items():
+        path.write_bytes(content)
+    dm = _datamodule(small_dataset)
+    with pytest.raises(DatasetError) as caught:
+        dm.setup("fit")
+    message = str(caught.value)
+    assert "skip_corrupt" in message
+    # Train files are named together; the test split is checked in the same setup.
+    assert "truncated.jpg" in message and "notes.txt" in message
+    dm_test = _datamodule(small_dataset)
+    with pytest.raises(DatasetError, match=r"zero\.jpg"):
+        dm_test.setup("test")
+
+
+def test_skip_corrupt_skips_and_lists(small_dataset: Path, caplog):
+    (small_dataset / "train" / "hot_dog" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    dm = _datamodule(small_dataset, skip_corrupt=True, val_fraction=0.25)
+    with caplog.at_level("WARNING"):
+        dm.setup("fit")
+    assert [path.name for path, _ in dm.skipped] == ["broken.jpg"]
+    assert "broken.jpg" in caplog.text
+    assert len(dm.train_set) + len(dm.val_set) == 8
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda root: shutil.rmtree(root), "does not exist"),
+        (lambda root: shutil.rmtree(root / "test"), r"test is missing"),
+        (lambda root: shutil.rmtree(root / "train" / "hot_dog"), "Class folders"),
+        (lambda root: (root / "train" / "pizza").mkdir(), "pizza"),
+        (
+            lambda root: [p.unlink() for p in (root / "train" / "not_hot_dog").iterdir()],
+            "is empty",
+        ),
+    ],
+    ids=["no-root", "no-split", "no-class", "extra-class", "empty-class"],
+)
+def test_wrong_layout_gets_one_clear_sentence(small_dataset: Path, damage, message):
+    damage(small_dataset)
+    with pytest.raises(DatasetError, match=message) as caught:
+        _datamodule(small_dataset).setup("fit")
+    assert "\n" not in str(caught.value)

@@ -1,0 +1,123 @@
+"""hotdog.evaluate and hotdog.predict on a checkpoint trained on the shipped sample."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from hotdog.evaluate import evaluate
+from hotdog.models import load_classifier
+from hotdog.predict import expand_paths, predict_files
+from tests.conftest import SAMPLE, copy_sample, run_cli
+
+
+@pytest.fixture(scope="module")
+def checkpoint(trained_run: Path) -> Path:
+    return trained_run / "checkpoints" / "best.ckpt"
+
+
+def test_evaluate_writes_the_full_report(compose_train, checkpoint: Path, tmp_path: Path):
+    cfg = compose_train(f"ckpt_path={checkpoint}", config_name="eval")
+    report = evaluate(cfg)
+    out = tmp_path / "run"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics == json.loads(json.dumps(report))
+    assert set(metrics) >= {"accuracy", "f1", "auroc", "per_class", "counts", "confusion_matrix"}
+    assert set(metrics["per_class"]) == {"hot_dog", "not_hot_dog"}
+    assert all(metrics["per_class"][c]["support"] == 20 for c in metrics["per_class"])
+    matrix = metrics["confusion_matrix"]["rows_true_cols_predicted"]
+    assert sum(map(sum, matrix)) == 40
+    assert metrics["counts"]["correct"] == matrix[0][0] + matrix[1][1]
+    assert metrics["accuracy"] == pytest.approx(metrics["counts"]["correct"] / 40)
+    with (out / "misclassified.csv").open() as stream:
+        rows = list(csv.DictReader(stream))
+    assert len(rows) == metrics["counts"]["misclassified"]
+    assert all(row["true"] != row["predicted"] and Path(row["file"]).is_file() for row in rows)
+    with Image.open(out / "confusion_matrix.png") as picture:
+        assert picture.size[0] > 300
+
+
+def test_evaluate_agrees_with_the_training_run(compose_train, checkpoint: Path, trained_run: Path):
+    report = evaluate(compose_train(f"ckpt_path={checkpoint}", config_name="eval"))
+    at_training = json.loads((trained_run / "metrics.json").read_text())
+    assert report["accuracy"] == pytest.approx(at_training["accuracy"])
+    assert report["auroc"] == pytest.approx(at_training["auroc"], abs=1e-6)
+
+
+def test_evaluate_cli_on_another_data_root(checkpoint: Path, tmp_path: Path):
+    data = copy_sample(tmp_path / "other", per_class=3, splits=("test",))
+    out = tmp_path / "eval"
+    done = run_cli(
+        "-m",
+        "hotdog.evaluate",
+        f"ckpt_path={checkpoint}",
+        f"data.root={data}",
+        f"paths.output_dir={out}",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert 0 <= summary["accuracy"] <= 1
+    assert json.loads((out / "metrics.json").read_text())["counts"]["images"] == 6
+
+
+def test_predict_files_matches_the_report(checkpoint: Path, trained_run: Path):
+    model = load_classifier(checkpoint)
+    files = expand_paths([SAMPLE / "test"])
+    assert len(files) == 40
+    results = predict_files(model, files)
+    correct = sum(r["label"] == Path(r["file"]).parent.name for r in results)
+    at_training = json.loads((trained_run / "metrics.json").read_text())
+    assert correct == at_training["counts"]["correct"]
+    for result in results:
+        assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert result["probability"] == max(result["probabilities"].values())
+
+
+def test_predict_cli_text_and_json(checkpoint: Path, tmp_path: Path):
+    photos = sorted((SAMPLE / "test" / "hot_dog").glob("*.jpg"))[:2]
+    done = run_cli("-m", "hotdog.predict", str(checkpoint), *map(str, photos))
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 2
+    path, label, probability = lines[0].split("\t")
+    assert path == str(photos[0]) and label in {"hot_dog", "not_hot_dog"}
+    assert 0.5 <= float(probability) <= 1.0
+
+    done = run_cli("-m", "hotdog.predict", str(checkpoint), str(photos[0]), "--json")
+    record = json.loads(done.stdout)
+    assert set(record) == {"file", "label", "probability", "probabilities"}
+
+
+def test_predict_cli_reports_bad_files_and_goes_on(checkpoint: Path, tmp_path: Path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    good = sorted((SAMPLE / "test" / "not_hot_dog").glob("*.jpg"))[0]
+    shutil.copy(good, folder / "a_good.jpg")
+    (folder / "b_broken.jpg").write_bytes(good.read_bytes()[:1000])
+    (folder / "c_text.png").write_text("hello")
+    done = run_cli("-m", "hotdog.predict", str(checkpoint), str(folder), "--json")
+    assert done.returncode == 1
+    records = [json.loads(line) for line in done.stdout.strip().splitlines()]
+    assert [Path(r["file"]).name for r in records] == ["a_good.jpg", "b_broken.jpg", "c_text.png"]
+    assert "label" in records[0]
+    assert "truncated" in records[1]["error"] and "not an image" in records[2]["error"]
+    assert "2 of 3 file(s) could not be read" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["missing.ckpt", str(SAMPLE)], "Checkpoint missing.ckpt does not exist"),
+        (["CKPT", "no/such/photo.jpg"], "no/such/photo.jpg does not exist"),
+    ],
+)
+def test_predict_cli_user_errors_are_one_sentence(checkpoint: Path, args, message):
+    args = [str(checkpoint) if a == "CKPT" else a for a in args]
+    done = run_cli("-m", "hotdog.predict", *args)
+    assert done.returncode == 2
+    assert message in done.stderr and "Traceback" not in done.stderr

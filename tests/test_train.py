@@ -1,0 +1,194 @@
+"""Training end to end: fast_dev_run, runs on the shipped sample, CLI, multirun, DDP, sweeps."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from hotdog.train import train
+from tests.conftest import run_cli
+
+
+def test_fast_dev_run(compose_train, tmp_path: Path):
+    cfg = compose_train("debug=fdr")
+    metrics, objects = train(cfg)
+    trainer = objects["trainer"]
+    assert trainer.fast_dev_run and trainer.global_step == 1
+    assert "test/acc" in metrics
+
+
+def test_run_folder_holds_config_checkpoints_and_metrics(trained_run: Path):
+    assert (trained_run / "checkpoints" / "best.ckpt").is_file()
+    assert (trained_run / "checkpoints" / "last.ckpt").is_file()
+    config = (trained_run / "config.yaml").read_text()
+    assert "${" not in config and "tf_efficientnet_lite0" in config  # resolved
+    run = json.loads((trained_run / "run.json").read_text())
+    assert run["git"]["commit"] is None or len(run["git"]["commit"]) == 40
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert metrics["counts"]["images"] == 40
+    assert metrics["checkpoint"].endswith("best.ckpt")
+    # Three epochs on 32 photos already beat chance clearly on the 40 held-out ones.
+    assert metrics["accuracy"] >= 0.75, metrics["accuracy"]
+
+
+def test_training_logs_metrics_per_stage(trained_run: Path):
+    with (trained_run / "csv" / "metrics.csv").open() as stream:
+        rows = list(csv.DictReader(stream))
+    columns = set(rows[0])
+    for name in [
+        "train/loss",
+        "train/acc",
+        "val/loss",
+        "val/acc",
+        "val/f1",
+        "val/auroc",
+        "val/acc_best",
+        "test/acc",
+        "test/f1",
+        "test/auroc",
+        "train/images_per_s",
+    ]:
+        assert name in columns, name
+    losses = [float(r["train/loss"]) for r in rows if r["train/loss"]]
+    assert losses[-1] < losses[0]
+
+
+def test_training_is_reproducible(compose_train):
+    overrides = ("trainer.max_epochs=1", "model.freeze_backbone_epochs=1", "callbacks=none")
+    first, _ = train(compose_train(*overrides, "test=false"))
+    second, _ = train(compose_train(*overrides, "test=false"))
+    assert first["val/loss"] == pytest.approx(second["val/loss"], abs=1e-6)
+    assert first["train/loss"] == pytest.approx(second["train/loss"], abs=1e-6)
+
+
+def test_train_returns_the_metric_sweepers_optimise(compose_train):
+    metrics, _ = train(compose_train("debug=fdr", "optimizer=sgd", "scheduler=cosine"))
+    assert 0.0 <= metrics["val/acc_best"] <= 1.0
+
+
+def test_wandb_runs_offline_without_a_key(compose_train, tmp_path: Path):
+    cfg = compose_train("logger=wandb", "debug=fdr", "logger.wandb.name=offline-check")
+    cfg.logger = compose_train("logger=wandb").logger  # debug=fdr turns loggers off
+    train(cfg)
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    assert any(runs[0].glob("*.wandb"))
+
+
+def test_resume_from_last_checkpoint(compose_train, trained_run: Path):
+    cfg = compose_train(
+        f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}",
+        "trainer.max_epochs=4",
+        "test=false",
+    )
+    _, objects = train(cfg)
+    assert objects["trainer"].current_epoch == 4
+    assert objects["trainer"].global_step == 4  # 3 epochs restored + 1 more, one batch each
+
+
+def test_cli_trains_another_model_and_optimizer(tmp_path: Path):
+    done = run_cli(
+        "-m",
+        "hotdog.train",
+        "model=resnet18",
+        "model.pretrained=false",
+        "optimizer=adam",
+        "debug=fdr",
+        f"paths.output_dir={tmp_path}",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "config.yaml").read_text().count("resnet18") >= 1
+
+
+def test_cli_bad_data_root_is_one_sentence(tmp_path: Path):
+    done = run_cli(
+        "-m",
+        "hotdog.train",
+        f"data.root={tmp_path / 'nowhere'}",
+        "logger=none",
+        f"paths.output_dir={tmp_path}",
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert f"Data root {tmp_path / 'nowhere'} does not exist" in done.stderr
+
+
+def test_cli_pretrained_weights_unavailable_is_one_sentence(tmp_path: Path):
+    done = run_cli(
+        "-m",
+        "hotdog.train",
+        "model=mobilenetv3_small_100",
+        "logger=none",
+        f"paths.output_dir={tmp_path}",
+        env={"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf")},
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "Pretrained weights for mobilenetv3_small_100 cannot be downloaded" in done.stderr
+
+
+@pytest.mark.slow
+def test_cli_multirun_sweeps_a_grid(tmp_path: Path):
+    done = run_cli(
+        "-m",
+        "hotdog.train",
+        "-m",
+        "optimizer=adam,sgd",
+        "optimizer.lr=1e-3,3e-4",
+        "debug=fdr",
+        f"paths.log_dir={tmp_path}",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    configs = sorted((tmp_path / "train" / "multirun").glob("*/*/config.yaml"))
+    assert len(configs) == 4
+    text = [c.read_text() for c in configs]
+    assert sum("torch.optim.SGD" in t for t in text) == 2
+    assert sum("lr: 0.0003" in t for t in text) == 2
+
+
+@pytest.mark.slow
+def test_ddp_runs_two_cpu_processes(tmp_path: Path):
+    done = run_cli(
+        "-m",
+        "hotdog.train",
+        "trainer=ddp",
+        "trainer.max_epochs=1",
+        "logger=csv",
+        "model.freeze_backbone_epochs=1",
+        f"paths.output_dir={tmp_path}",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = done.stdout + done.stderr
+    assert "distributed_backend=gloo" in log and "All distributed processes registered" in log
+    assert "Starting with 2 processes" in log or "MEMBER: 2/2" in log
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    # Each test image is counted once although DistributedSampler splits them over two ranks.
+    assert metrics["counts"]["images"] == 40
+    assert (tmp_path / "checkpoints" / "best.ckpt").is_file()
+
+
+@pytest.mark.slow
+def test_optuna_sweep_runs_two_trials(tmp_path: Path):
+    done = run_cli(
+        "-m",
+        "hotdog.train",
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.sampler.n_startup_trials=2",
+        "debug=fdr",
+        f"paths.log_dir={tmp_path}",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    sweep = next((tmp_path / "train" / "multirun").iterdir())
+    result = (sweep / "optimization_results.yaml").read_text()
+    assert "best_params" in result and "best_value" in result
+    assert len(list(sweep.glob("*/config.yaml"))) == 2
+
+
+def test_checkpoint_weights_are_finite(trained_run: Path):
+    state = torch.load(trained_run / "checkpoints" / "best.ckpt", weights_only=False)["state_dict"]
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
