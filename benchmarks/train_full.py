@@ -27,14 +27,13 @@ from hotdog.train import build_model, train
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def bare_step_rate(cfg, steps: int = 6, repeats: int = 3) -> float:
+def bare_step_rate(cfg, steps: int = 4, repeats: int = 3) -> float:
     """Images/s of forward+backward+optimizer step alone, as the trainer runs them."""
     model = build_model(cfg)
-    model.train()
-    model.hparams.freeze_backbone_epochs = 0
+    model.freeze_backbone_epochs = 0
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    size = model.data_config.input_size
+    size = model.data_config.train_size
     batch = cfg.data.batch_size
     images = torch.randn(batch, 3, size, size)
     labels = torch.randint(0, len(model.class_names), (batch,))

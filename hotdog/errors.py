@@ -15,12 +15,25 @@ class HotdogError(Exception):
     """
 
 
+def user_error_in(error: BaseException | None) -> HotdogError | None:
+    """The :class:`HotdogError` behind ``error``, also when a wrapper (Hydra's instantiate)
+    raised it from one."""
+    while error is not None:
+        if isinstance(error, HotdogError):
+            return error
+        error = error.__cause__
+    return None
+
+
 @contextmanager
 def exit_on_user_error(exit_code: int = 2) -> Iterator[None]:
     """Turn a :class:`HotdogError` into its message on stderr and an exit status."""
     try:
         yield
-    except HotdogError as error:
+    except Exception as error:
+        cause = user_error_in(error)
+        if cause is None:
+            raise
         logging.getLogger("hotdog").debug("user error", exc_info=True)
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {cause}", file=sys.stderr)
         sys.exit(exit_code)

@@ -38,8 +38,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
     model = build_model(cfg)
     datamodule = instantiate(cfg.data, data_config=model.data_config.to_dict())
-    callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
+    callbacks = instantiate_callbacks(cfg.get("callbacks"), with_logger=bool(loggers))
     trainer_options: dict[str, Any] = {"callbacks": callbacks, "logger": loggers or False}
     if quiet_console():
         trainer_options |= {"enable_progress_bar": False, "enable_model_summary": False}

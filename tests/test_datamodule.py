@@ -156,3 +156,12 @@ def test_wrong_layout_gets_one_clear_sentence(small_dataset: Path, damage, messa
     with pytest.raises(DatasetError, match=message) as caught:
         _datamodule(small_dataset).setup("fit")
     assert "\n" not in str(caught.value)
+
+
+def test_training_crops_can_be_smaller_than_evaluation_images():
+    config = DataConfig(input_size=256, train_input_size=192, mean=(0.5,) * 3, std=(0.5,) * 3)
+    assert DataConfig.from_dict(config.to_dict()) == config
+    dm = HotdogDataModule(SAMPLE, config, cache_dir=None, batch_size=4, eval_batch_size=4)
+    dm.setup("fit")
+    assert next(iter(dm.train_dataloader()))[0].shape[-2:] == (192, 192)
+    assert next(iter(dm.val_dataloader()))[0].shape[-2:] == (256, 256)

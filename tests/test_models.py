@@ -37,10 +37,11 @@ def test_bundled_lite0_weights_map_onto_every_timm_tensor():
     model.load_state_dict(converted, strict=False)
 
 
-def test_pretrained_lite0_recognises_hot_dogs_as_imagenet_does():
+@pytest.mark.parametrize("backbone", ["tf_efficientnet_lite0", "tf_efficientnet_lite2"])
+def test_bundled_weights_recognise_hot_dogs_as_imagenet_does(backbone):
     """The converted weights are right: ImageNet's 'hotdog' class wins on the sample's hot dogs."""
-    model = create_backbone("tf_efficientnet_lite0", num_classes=1000).eval()
-    probe = _classifier()  # for its data config
+    model = create_backbone(backbone, num_classes=1000).eval()
+    probe = _classifier(backbone=backbone, pretrained=False)  # for its data config
     files = sorted((SAMPLE / "test" / "hot_dog").glob("*.jpg"))
     batch = torch.stack([preprocess(read_image(f), probe.data_config) for f in files])
     with torch.no_grad():
@@ -83,9 +84,11 @@ def test_data_config_comes_from_the_backbone():
     lite0 = _classifier()
     assert lite0.data_config.mean == (0.5, 0.5, 0.5)
     assert lite0.data_config.interpolation == "bicubic"
-    resnet = _classifier(backbone="resnet18", pretrained=False, image_size=160)
+    resnet = _classifier(
+        backbone="resnet18", pretrained=False, image_size=160, train_image_size=128
+    )
     assert resnet.data_config.mean == pytest.approx((0.485, 0.456, 0.406))
-    assert resnet.data_config.input_size == 160
+    assert resnet.data_config.input_size == 160 and resnet.data_config.train_size == 128
 
 
 def test_forward_backward_and_zero_head():

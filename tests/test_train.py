@@ -25,7 +25,7 @@ def test_run_folder_holds_config_checkpoints_and_metrics(trained_run: Path):
     assert (trained_run / "checkpoints" / "best.ckpt").is_file()
     assert (trained_run / "checkpoints" / "last.ckpt").is_file()
     config = (trained_run / "config.yaml").read_text()
-    assert "${" not in config and "tf_efficientnet_lite0" in config  # resolved
+    assert "${" not in config and "tf_efficientnet_lite2" in config  # resolved
     run = json.loads((trained_run / "run.json").read_text())
     assert run["git"]["commit"] is None or len(run["git"]["commit"]) == 40
     metrics = json.loads((trained_run / "metrics.json").read_text())
@@ -71,8 +71,15 @@ def test_train_returns_the_metric_sweepers_optimise(compose_train):
 
 
 def test_wandb_runs_offline_without_a_key(compose_train, tmp_path: Path):
-    cfg = compose_train("logger=wandb", "debug=fdr", "logger.wandb.name=offline-check")
-    cfg.logger = compose_train("logger=wandb").logger  # debug=fdr turns loggers off
+    # Not fast_dev_run: it swaps every logger for a dummy.
+    cfg = compose_train(
+        "logger=wandb",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=1",
+        "+trainer.limit_val_batches=1",
+        "test=false",
+        "model.freeze_backbone_epochs=1",
+    )
     train(cfg)
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
@@ -143,7 +150,8 @@ def test_cli_multirun_sweeps_a_grid(tmp_path: Path):
         f"paths.log_dir={tmp_path}",
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    configs = sorted((tmp_path / "train" / "multirun").glob("*/*/config.yaml"))
+    # debug=fdr names the task "debug"
+    configs = sorted((tmp_path / "debug" / "multirun").glob("*/*/config.yaml"))
     assert len(configs) == 4
     text = [c.read_text() for c in configs]
     assert sum("torch.optim.SGD" in t for t in text) == 2
@@ -183,7 +191,7 @@ def test_optuna_sweep_runs_two_trials(tmp_path: Path):
         f"paths.log_dir={tmp_path}",
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    sweep = next((tmp_path / "train" / "multirun").iterdir())
+    sweep = next((tmp_path / "debug" / "multirun").iterdir())
     result = (sweep / "optimization_results.yaml").read_text()
     assert "best_params" in result and "best_value" in result
     assert len(list(sweep.glob("*/config.yaml"))) == 2

@@ -28,13 +28,23 @@ _INTERPOLATIONS = {
 
 @dataclass(frozen=True)
 class DataConfig:
-    """What a model expects of its input; timm's ``resolve_data_config`` in a typed form."""
+    """What a model expects of its input; timm's ``resolve_data_config`` in a typed form.
+
+    ``input_size`` is the evaluation and serving size. ``train_input_size`` (default: the same)
+    is the size of training crops: random crops magnify objects, so a model trained on crops
+    sees them at their training size when evaluated at a larger size (FixRes; Touvron et al.).
+    """
 
     input_size: int = 224
+    train_input_size: int | None = None
     interpolation: str = "bicubic"
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     crop_pct: float = 0.875
+
+    @property
+    def train_size(self) -> int:
+        return self.train_input_size or self.input_size
 
     @property
     def resize_size(self) -> int:
@@ -42,9 +52,10 @@ class DataConfig:
         return math.floor(self.input_size / self.crop_pct)
 
     @classmethod
-    def from_timm(cls, config: dict[str, Any]) -> DataConfig:
+    def from_timm(cls, config: dict[str, Any], train_input_size: int | None = None) -> DataConfig:
         return cls(
             input_size=int(config["input_size"][-1]),
+            train_input_size=train_input_size,
             interpolation=str(config.get("interpolation", "bicubic")),
             mean=tuple(float(v) for v in config["mean"]),  # type: ignore[arg-type]
             std=tuple(float(v) for v in config["std"]),  # type: ignore[arg-type]
@@ -53,8 +64,10 @@ class DataConfig:
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> DataConfig:
+        train_input_size = config.get("train_input_size")
         return cls(
             input_size=int(config["input_size"]),
+            train_input_size=int(train_input_size) if train_input_size else None,
             interpolation=str(config["interpolation"]),
             mean=tuple(config["mean"]),  # type: ignore[arg-type]
             std=tuple(config["std"]),  # type: ignore[arg-type]
@@ -106,7 +119,7 @@ def train_transform(data_config: DataConfig, augmentation: Augmentation) -> nn.M
     """Random crop (scale and aspect), flip and colour jitter of a resized picture, normalised."""
     steps: list[nn.Module] = [
         T.RandomResizedCrop(
-            data_config.input_size,
+            data_config.train_size,
             scale=augmentation.scale,
             ratio=augmentation.ratio,
             interpolation=InterpolationMode.BILINEAR,

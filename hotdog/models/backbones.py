@@ -180,8 +180,9 @@ def create_backbone(
     else:
         raise PretrainedWeightsUnavailableError(
             f"Pretrained weights for {name} cannot be downloaded: the Hugging Face hub is "
-            "unreachable and they are not in the local cache. Use model=efficientnet_lite0 "
-            "(its ImageNet weights ship with the project), pass a local file with "
-            "model.weights=PATH, or train from scratch with model.pretrained=false."
+            "unreachable and they are not in the local cache. Use model=efficientnet_lite2 "
+            "or model=efficientnet_lite0 (their ImageNet weights ship with the project), "
+            "pass a local file with model.weights=PATH, or train from scratch with "
+            "model.pretrained=false."
         )
     return model

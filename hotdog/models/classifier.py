@@ -55,6 +55,7 @@ class HotdogClassifier(L.LightningModule):
         pretrained: bool = True,
         weights: str | None = None,
         image_size: int | None = None,
+        train_image_size: int | None = None,
         drop_rate: float = 0.2,
         head_init: str = "zero",
         label_smoothing: float = 0.1,
@@ -71,6 +72,12 @@ class HotdogClassifier(L.LightningModule):
         # config, and a checkpoint must load without them.
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.class_names = list(class_names)
+        self.label_smoothing = label_smoothing
+        self.backbone_lr_scale = backbone_lr_scale
+        self.freeze_backbone_epochs = freeze_backbone_epochs
+        self.freeze_batchnorm = freeze_batchnorm
+        self.tta_hflip = tta_hflip
+        self.channels_last = channels_last
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
 
@@ -90,7 +97,7 @@ class HotdogClassifier(L.LightningModule):
 
         overrides = {"input_size": (3, image_size, image_size)} if image_size else {}
         self.data_config = DataConfig.from_timm(
-            timm.data.resolve_data_config(overrides, model=self.net)
+            timm.data.resolve_data_config(overrides, model=self.net), train_image_size
         )
 
         num_classes = len(self.class_names)
@@ -116,18 +123,18 @@ class HotdogClassifier(L.LightningModule):
 
     @property
     def backbone_frozen(self) -> bool:
-        return self.training and self.current_epoch < self.hparams.freeze_backbone_epochs
+        return self.training and self.current_epoch < self.freeze_backbone_epochs
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits for a normalised NCHW batch."""
-        if self.hparams.channels_last:
+        if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         if self.backbone_frozen:
             with torch.no_grad():
                 features = self.net.forward_features(images)
             return self.net.forward_head(features)
         logits = self.net(images)
-        if self.hparams.tta_hflip and not self.training:
+        if self.tta_hflip and not self.training:
             logits = (logits + self.net(images.flip(-1))) / 2
         return logits
 
@@ -143,7 +150,7 @@ class HotdogClassifier(L.LightningModule):
             for module in self.net.modules():
                 if isinstance(module, nn.Dropout):
                     module.train()
-        elif mode and self.hparams.freeze_batchnorm:
+        elif mode and self.freeze_batchnorm:
             for module in self.net.modules():
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.eval()
@@ -151,7 +158,7 @@ class HotdogClassifier(L.LightningModule):
 
     # ----------------------------------------------------------------- training loop
     def on_train_epoch_start(self) -> None:
-        frozen = self.current_epoch < self.hparams.freeze_backbone_epochs
+        frozen = self.current_epoch < self.freeze_backbone_epochs
         for parameter in self.backbone_parameters():
             parameter.requires_grad_(not frozen)
         self.train(True)  # re-apply the eval/train split of modules for this epoch
@@ -159,7 +166,7 @@ class HotdogClassifier(L.LightningModule):
     def _step(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         images, labels = batch[0], batch[1]
         logits = self(images)
-        loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
         return loss, logits, labels
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
@@ -223,7 +230,7 @@ class HotdogClassifier(L.LightningModule):
             {"params": self.head_parameters(), "lr": base_lr, "name": "head"},
             {
                 "params": self.backbone_parameters(),
-                "lr": base_lr * self.hparams.backbone_lr_scale,
+                "lr": base_lr * self.backbone_lr_scale,
                 "name": "backbone",
             },
         ]
@@ -243,9 +250,9 @@ class HotdogClassifier(L.LightningModule):
         """What a checkpoint must say for inference: classes, model and preprocessing."""
         return {
             "class_names": self.class_names,
-            "backbone": self.hparams.backbone,
+            "backbone": self.net.pretrained_cfg["architecture"],
             "data_config": self.data_config.to_dict(),
-            "tta_hflip": bool(self.hparams.tta_hflip),
+            "tta_hflip": self.tta_hflip,
         }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

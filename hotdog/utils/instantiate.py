@@ -8,7 +8,7 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from lightning.pytorch.loggers import Logger
 
 
@@ -21,10 +21,16 @@ def quiet_console() -> bool:
     return bool(os.environ.get("CI"))
 
 
-def instantiate_callbacks(config: Mapping[str, Any] | None) -> list[L.Callback]:
+def instantiate_callbacks(
+    config: Mapping[str, Any] | None, with_logger: bool = True
+) -> list[L.Callback]:
+    """Callbacks of the config, less those that cannot work here (a learning-rate monitor
+    without a logger, a progress bar in CI)."""
     callbacks = [instantiate(node) for node in _nodes(config)]
     if quiet_console():
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    if not with_logger:
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     return callbacks
 
 
