@@ -36,7 +36,9 @@ def test_and_report(
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """Run the test loop once and write the report (on the main process only)."""
-    trainer.test(model=model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+    trainer.test(
+        model=model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=not quiet_console()
+    )
     if not trainer.is_global_zero or model.test_predictions is None:
         return None
     indices, probabilities = model.test_predictions
