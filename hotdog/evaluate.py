@@ -15,10 +15,10 @@ import hydra
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from hotdog.data import HotdogDataModule
-from hotdog.errors import exit_on_user_error
+from hotdog.errors import HotdogError, exit_on_user_error
 from hotdog.models import HotdogClassifier, load_classifier
 from hotdog.report import write_report
 from hotdog.utils.instantiate import quiet_console
@@ -44,16 +44,20 @@ def test_and_report(
     indices, probabilities = model.test_predictions
     labels = torch.tensor(datamodule.test_set.labels)[indices]  # type: ignore[union-attr]
     files = [datamodule.files["test"][i] for i in indices.tolist()]
-    extra = {"data_root": str(datamodule.root), "skipped_files": len(datamodule.skipped)} | (
-        extra or {}
-    )
+    skipped = [
+        str(path) for path, _ in datamodule.skipped if path.is_relative_to(datamodule.root / "test")
+    ]
+    extra = {"data_root": str(datamodule.root), "skipped_files": skipped} | (extra or {})
     return write_report(output_dir, probabilities, labels, files, model.class_names, extra)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Test ``cfg.ckpt_path`` on ``cfg.data``; the report (empty on DDP ranks other than 0)."""
+    if OmegaConf.is_missing(cfg, "ckpt_path"):
+        raise HotdogError("No checkpoint given; pass ckpt_path=RUN/checkpoints/best.ckpt.")
+    model = load_classifier(cfg.ckpt_path)
     output_dir = Path(cfg.paths.output_dir)
     save_run_files(cfg, output_dir)
-    model = load_classifier(cfg.ckpt_path)
     datamodule = instantiate(
         cfg.data, data_config=model.data_config.to_dict(), classes=model.class_names
     )
@@ -64,16 +68,16 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     report = test_and_report(
         trainer, model, datamodule, output_dir, extra={"checkpoint": str(cfg.ckpt_path)}
     )
-    assert report is not None
-    return report
+    return report or {}
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="eval")
 def main(cfg: DictConfig) -> None:
     with exit_on_user_error():
         report = evaluate(cfg)
-    summary = {key: report[key] for key in ("accuracy", "f1", "auroc")}
-    print(json.dumps(summary | {"report": str(cfg.paths.output_dir)}))
+    if report:
+        summary = {key: report[key] for key in ("accuracy", "f1", "auroc")}
+        print(json.dumps(summary | {"report": str(cfg.paths.output_dir)}))
 
 
 if __name__ == "__main__":

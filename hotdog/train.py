@@ -13,9 +13,10 @@ from typing import Any
 import hydra
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
-from hotdog.errors import exit_on_user_error
+from hotdog.errors import HotdogError, exit_on_user_error
 from hotdog.evaluate import test_and_report
 from hotdog.utils import instantiate_callbacks, instantiate_loggers, save_run_files
 from hotdog.utils.instantiate import quiet_console
@@ -34,13 +35,23 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
+    resume = cfg.get("ckpt_path")
+    if resume and not Path(resume).is_file():
+        raise HotdogError(
+            f"Checkpoint {resume} does not exist; pass the last.ckpt of the run to resume."
+        )
     info = save_run_files(cfg, output_dir)
 
     model = build_model(cfg)
     datamodule = instantiate(cfg.data, data_config=model.data_config.to_dict())
     loggers = instantiate_loggers(cfg.get("logger"))
     callbacks = instantiate_callbacks(cfg.get("callbacks"), with_logger=bool(loggers))
-    trainer_options: dict[str, Any] = {"callbacks": callbacks, "logger": loggers or False}
+    trainer_options: dict[str, Any] = {
+        "callbacks": callbacks,
+        "logger": loggers or False,
+        # Without a configured ModelCheckpoint, Lightning would add one of its own.
+        "enable_checkpointing": any(isinstance(c, ModelCheckpoint) for c in callbacks),
+    }
     if quiet_console():
         trainer_options |= {"enable_progress_bar": False, "enable_model_summary": False}
     trainer: L.Trainer = instantiate(cfg.trainer, **trainer_options)
@@ -75,8 +86,6 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         "callbacks": callbacks,
         "loggers": loggers,
     }
-    for logger in trainer.loggers:
-        logger.finalize("success")
     if any(type(logger).__name__ == "WandbLogger" for logger in trainer.loggers):
         import wandb
 

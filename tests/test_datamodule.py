@@ -72,23 +72,43 @@ def test_eval_transform_keeps_aspect_ratio():
     assert abs(rows - cols) <= 2, (rows, cols)
 
 
-def test_cache_is_reused_and_keyed_by_content(tmp_path: Path):
+def test_cache_is_reused_and_keyed_by_content(tmp_path: Path, monkeypatch):
     data = copy_sample(tmp_path / "data", per_class=2)
     cache = tmp_path / "cache"
     first = _datamodule(data, cache_dir=cache, val_fraction=0.5)
     first.setup("fit")
     entries = sorted(cache.rglob("*.npy"))
     assert len(entries) == 8
+
+    # A second setup decodes nothing: every picture comes from the cache, renamed files too.
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded although cached")
+
+    photo = next((data / "train" / "hot_dog").iterdir())
+    photo.rename(photo.with_name("renamed.jpg"))
+    import hotdog.data.cache
+
+    monkeypatch.setattr(hotdog.data.cache, "decode_image", no_decoding)
     second = _datamodule(data, cache_dir=cache, val_fraction=0.5)
     second.setup("fit")
     assert sorted(cache.rglob("*.npy")) == entries
     assert torch.equal(first.test_set.pictures[0], second.test_set.pictures[0])
+    monkeypatch.undo()
+    # An edited file is a new entry.
+    edited = next((data / "test" / "hot_dog").iterdir())
+    from PIL import Image
+
+    with Image.open(edited) as picture:
+        picture.load()
+        picture.save(edited, quality=50)
+    _datamodule(data, cache_dir=cache, val_fraction=0.5).setup("test")
+    assert len(sorted(cache.rglob("*.npy"))) == 9
     # Another input size is another cache entry, not a wrong hit.
     bigger = HotdogDataModule(
         data, DataConfig(input_size=256, mean=(0.5,) * 3, std=(0.5,) * 3), cache_dir=cache
     )
     bigger.setup("test")
-    assert len(sorted(cache.rglob("*.npy"))) == 12
+    assert len(sorted(cache.rglob("*.npy"))) == 13
     assert min(bigger.test_set.pictures[0].shape[1:]) == 292
 
 

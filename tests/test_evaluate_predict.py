@@ -43,7 +43,10 @@ def test_evaluate_writes_the_full_report(compose_train, checkpoint: Path, tmp_pa
 
 
 def test_evaluate_agrees_with_the_training_run(compose_train, checkpoint: Path, trained_run: Path):
-    report = evaluate(compose_train(f"ckpt_path={checkpoint}", config_name="eval"))
+    # Training tests in bfloat16; evaluate runs in float32 unless told otherwise.
+    report = evaluate(
+        compose_train(f"ckpt_path={checkpoint}", "trainer.precision=bf16-mixed", config_name="eval")
+    )
     at_training = json.loads((trained_run / "metrics.json").read_text())
     assert report["accuracy"] == pytest.approx(at_training["accuracy"])
     assert report["auroc"] == pytest.approx(at_training["auroc"], abs=1e-6)
@@ -66,10 +69,8 @@ def test_evaluate_cli_on_another_data_root(checkpoint: Path, tmp_path: Path):
 
 
 def test_predict_files_matches_evaluate(compose_train, checkpoint: Path, tmp_path: Path):
-    # Both in float32 (training evaluates in bfloat16, which may flip a borderline photo).
-    report = evaluate(
-        compose_train(f"ckpt_path={checkpoint}", "trainer.precision=32-true", config_name="eval")
-    )
+    # Both run in float32, so even a borderline photo gets the same label.
+    report = evaluate(compose_train(f"ckpt_path={checkpoint}", config_name="eval"))
     with (tmp_path / "run" / "misclassified.csv").open() as stream:
         wrong = {Path(row["file"]).name for row in csv.DictReader(stream)}
     model = load_classifier(checkpoint)
@@ -128,3 +129,9 @@ def test_predict_cli_user_errors_are_one_sentence(checkpoint: Path, args, messag
     done = run_cli("-m", "hotdog.predict", *args)
     assert done.returncode == 2
     assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_evaluate_cli_without_checkpoint_is_one_sentence(tmp_path: Path):
+    done = run_cli("-m", "hotdog.evaluate", f"paths.output_dir={tmp_path}")
+    assert done.returncode == 2
+    assert "No checkpoint given" in done.stderr and "Traceback" not in done.stderr

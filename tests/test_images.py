@@ -124,3 +124,19 @@ def test_unreadable_path_names_the_file(tmp_path: Path):
     with pytest.raises(UnreadableImageError) as caught:
         read_image(missing)
     assert str(missing) in str(caught.value) and "cannot be read" in str(caught.value)
+
+
+def test_16_bit_greyscale_is_scaled_not_clipped():
+    import numpy as np
+
+    ramp = np.tile(np.linspace(0, 65535, 64, dtype=np.uint16), (8, 1))
+    image = decode_image(_encode(Image.fromarray(ramp), "PNG"))
+    pixels = np.asarray(image)[..., 0]
+    assert pixels[0, 0] == 0 and pixels[0, -1] == 255
+    assert 100 < pixels[0, 32] < 155
+
+
+def test_extremely_elongated_images_are_refused():
+    strip = _encode(Image.new("RGB", (5000, 2)), "PNG")
+    with pytest.raises(UnreadableImageError, match="longer than 20:1"):
+        decode_image(strip)

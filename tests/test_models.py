@@ -71,6 +71,18 @@ def test_local_weights_file_is_loaded(tmp_path: Path):
         assert torch.equal(value, loaded.state_dict()[key]), key
 
 
+def test_unreadable_or_foreign_weights_are_one_sentence(tmp_path: Path):
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a state dict")
+    with pytest.raises(PretrainedWeightsUnavailableError, match="cannot be read"):
+        create_backbone("resnet18", num_classes=2, weights=garbage)
+    lite0 = bundled_weights_path("tf_efficientnet_lite0")
+    with pytest.raises(PretrainedWeightsUnavailableError, match="does not fit"):
+        create_backbone("tf_efficientnet_lite2", num_classes=2, weights=lite0)
+    with pytest.raises(PretrainedWeightsUnavailableError, match="no model named"):
+        create_backbone("resnet_typo", num_classes=2)
+
+
 def test_weights_for_another_model_are_refused(tmp_path: Path):
     path = tmp_path / "wrong.pth"
     torch.save(nn.Linear(3, 3).state_dict(), path)
@@ -114,15 +126,23 @@ def test_batchnorm_stays_in_eval_mode_while_training():
 
 
 def test_frozen_backbone_epochs_train_only_the_head():
-    model = _classifier(freeze_backbone_epochs=1)
+    model = _classifier(freeze_backbone_epochs=1, drop_rate=0.5)
+    with torch.no_grad():
+        model.net.get_classifier().weight.normal_()
     model.train()
     model.on_train_epoch_start()  # epoch 0 without a trainer
     assert not any(p.requires_grad for p in model.backbone_parameters())
     assert all(p.requires_grad for p in model.head_parameters())
+    assert not any(m.training for m in model.net.modules() if isinstance(m, nn.BatchNorm2d))
+    images = torch.randn(2, 3, 224, 224)
+    assert not torch.equal(model(images), model(images))  # the head's dropout is active
     logits = model(torch.randn(2, 3, 224, 224))
     logits.sum().backward()
     assert all(p.grad is None for p in model.backbone_parameters())
     assert model.net.get_classifier().weight.grad is not None
+    model.freeze_backbone_epochs = 0  # as when the next epoch unfreezes it
+    model.on_train_epoch_start()
+    assert all(p.requires_grad for p in model.backbone_parameters())
 
 
 def test_optimizer_has_a_slower_backbone_group():

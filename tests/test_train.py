@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hotdog.train import train
-from tests.conftest import run_cli
+from tests.conftest import copy_sample, run_cli
 
 
 def test_fast_dev_run(compose_train, tmp_path: Path):
@@ -160,23 +160,30 @@ def test_cli_multirun_sweeps_a_grid(tmp_path: Path):
 
 @pytest.mark.slow
 def test_ddp_runs_two_cpu_processes(tmp_path: Path):
+    data = copy_sample(tmp_path / "data", per_class=4)
+    next((data / "test" / "hot_dog").iterdir()).unlink()  # 7 test photos: ranks get padded
+    out = tmp_path / "run"
     done = run_cli(
         "-m",
         "hotdog.train",
         "trainer=ddp",
-        "trainer.max_epochs=1",
-        "logger=csv",
+        f"data.root={data}",
+        "data.batch_size=2",
+        "data.val_fraction=0.25",
+        "trainer.max_epochs=2",  # a frozen epoch, then a full one, several steps each
         "model.freeze_backbone_epochs=1",
-        f"paths.output_dir={tmp_path}",
+        "logger=csv",
+        f"paths.output_dir={out}",
     )
     assert done.returncode == 0, done.stderr[-3000:]
     log = done.stdout + done.stderr
     assert "distributed_backend=gloo" in log and "All distributed processes registered" in log
     assert "Starting with 2 processes" in log or "MEMBER: 2/2" in log
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    # Each test image is counted once although DistributedSampler splits them over two ranks.
-    assert metrics["counts"]["images"] == 40
-    assert (tmp_path / "checkpoints" / "best.ckpt").is_file()
+    metrics = json.loads((out / "metrics.json").read_text())
+    # Each test photo counts once, although DistributedSampler repeats one to pad the ranks.
+    assert metrics["counts"]["images"] == 7
+    assert (out / "checkpoints" / "best.ckpt").is_file()
+    assert "hydra.run.dir" not in (out / "run.json").read_text()  # written by rank 0 only
 
 
 @pytest.mark.slow
@@ -200,3 +207,26 @@ def test_optuna_sweep_runs_two_trials(tmp_path: Path):
 def test_checkpoint_weights_are_finite(trained_run: Path):
     state = torch.load(trained_run / "checkpoints" / "best.ckpt", weights_only=False)["state_dict"]
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def test_no_callbacks_means_no_checkpoints(compose_train, tmp_path: Path):
+    overrides = ("trainer.max_epochs=1", "model.freeze_backbone_epochs=1", "test=false")
+    train(compose_train("callbacks=none", *overrides))
+    assert not list(tmp_path.rglob("*.ckpt"))
+    train(compose_train(*overrides))  # the same run with the default callbacks does write them
+    assert {p.name for p in tmp_path.rglob("*.ckpt")} == {"best.ckpt", "last.ckpt"}
+
+
+def test_resume_from_a_missing_checkpoint_is_one_sentence(compose_train, tmp_path: Path):
+    from hotdog.errors import HotdogError
+
+    with pytest.raises(HotdogError, match="does not exist"):
+        train(compose_train(f"ckpt_path={tmp_path / 'gone.ckpt'}"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("option", ["limit", "overfit", "profiler"])
+def test_debug_configs_run(compose_train, option):
+    metrics, objects = train(compose_train(f"debug={option}", "trainer.max_epochs=2"))
+    assert objects["trainer"].current_epoch == 2
+    assert "test/acc" in metrics

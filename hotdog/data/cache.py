@@ -8,6 +8,7 @@ input size or interpolation never share entries.
 from __future__ import annotations
 
 import hashlib
+import logging
 import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -17,8 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hotdog.data.images import UnreadableImageError, read_image
+from hotdog.data.images import UnreadableImageError, decode_image
 from hotdog.data.transforms import DataConfig, resize_short_side
+
+# Raise when decoding or resizing changes, so no stale picture is served from an old cache.
+DECODER_VERSION = 1
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -34,7 +40,8 @@ class ImageCache:
     def __init__(self, directory: str | Path | None, data_config: DataConfig) -> None:
         self.directory = Path(directory).expanduser() if directory else None
         self.data_config = data_config
-        self._variant = f"{data_config.resize_size}-{data_config.interpolation}"
+        self._variant = f"v{DECODER_VERSION}-{data_config.resize_size}-{data_config.interpolation}"
+        self._store_failed = False
 
     def _entry(self, content: bytes) -> Path | None:
         if self.directory is None:
@@ -55,7 +62,9 @@ class ImageCache:
             except (OSError, ValueError):
                 pass  # a damaged entry is simply rebuilt
         try:
-            image = read_image(path, min_short_side=self.data_config.resize_size)
+            image = decode_image(
+                content, source=str(path), min_short_side=self.data_config.resize_size
+            )
         except UnreadableImageError as error:
             return DecodedImage(path, None, error.reason)
         pixels = resize_short_side(image, self.data_config)
@@ -63,13 +72,23 @@ class ImageCache:
             self._store(entry, pixels)
         return DecodedImage(path, pixels)
 
-    @staticmethod
-    def _store(entry: Path, pixels: torch.Tensor) -> None:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        # Write then rename, so a concurrent reader (another DDP rank) never sees half a file.
-        with tempfile.NamedTemporaryFile(dir=entry.parent, suffix=".tmp", delete=False) as tmp:
-            np.save(tmp, pixels.numpy())
-        Path(tmp.name).replace(entry)
+    def _store(self, entry: Path, pixels: torch.Tensor) -> None:
+        if self._store_failed:
+            return
+        try:
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            # Write then rename: a concurrent reader (another DDP rank) never sees half a file.
+            with tempfile.NamedTemporaryFile(dir=entry.parent, suffix=".tmp", delete=False) as tmp:
+                np.save(tmp, pixels.numpy())
+            Path(tmp.name).replace(entry)
+        except OSError as error:
+            self._store_failed = True
+            log.warning(
+                "Cannot write the image cache in %s (%s); decoding in memory only. Set "
+                "HOTDOG_CACHE_DIR or data.cache_dir to a writable folder to cache.",
+                self.directory,
+                error.strerror,
+            )
 
     def load_many(self, paths: Sequence[Path], threads: int = 2) -> list[DecodedImage]:
         """Load ``paths`` in order; Pillow releases the GIL, so threads decode in parallel."""

