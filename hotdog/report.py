@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 from torchmetrics.functional.classification import (
+    binary_precision_recall_curve,
+    binary_roc,
     multiclass_accuracy,
     multiclass_auroc,
     multiclass_confusion_matrix,
@@ -25,6 +27,9 @@ from torchmetrics.functional.classification import (
 METRICS_FILE = "metrics.json"
 CONFUSION_FILE = "confusion_matrix.png"
 MISCLASSIFIED_FILE = "misclassified.csv"
+PREDICTIONS_FILE = "predictions.csv"  # every image: DVC's confusion-matrix plot reads it
+ROC_FILE = "roc.csv"
+PR_FILE = "precision_recall.csv"
 
 
 def build_report(
@@ -81,6 +86,21 @@ def plot_confusion_matrix(matrix: list[list[int]], class_names: Sequence[str], p
     plt.close(figure)
 
 
+def _write_curves(output_dir: Path, probabilities: torch.Tensor, labels: torch.Tensor) -> None:
+    """ROC and precision-recall curves of the first class (``hot_dog``) against the rest."""
+    score, positive = probabilities[:, 0], (labels == 0).long()
+    fpr, tpr, thresholds = binary_roc(score, positive)
+    with (output_dir / ROC_FILE).open("w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["fpr", "tpr", "threshold"])
+        writer.writerows(zip(fpr.tolist(), tpr.tolist(), thresholds.tolist(), strict=True))
+    precision, recall, _ = binary_precision_recall_curve(score, positive)
+    with (output_dir / PR_FILE).open("w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["recall", "precision"])
+        writer.writerows(zip(recall.tolist(), precision.tolist(), strict=True))
+
+
 def write_report(
     output_dir: Path,
     probabilities: torch.Tensor,
@@ -89,7 +109,8 @@ def write_report(
     class_names: Sequence[str],
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write metrics.json, the confusion matrix PNG and misclassified.csv; return the report."""
+    """Write metrics.json, the confusion matrix PNG, per-image predictions, misclassified files
+    and ROC / precision-recall curves; return the report."""
     output_dir.mkdir(parents=True, exist_ok=True)
     report = build_report(probabilities, labels, class_names) | (extra or {})
     (output_dir / METRICS_FILE).write_text(json.dumps(report, indent=2) + "\n")
@@ -99,6 +120,12 @@ def write_report(
         output_dir / CONFUSION_FILE,
     )
     predictions = probabilities.argmax(dim=-1)
+    _write_curves(output_dir, probabilities, labels)
+    with (output_dir / PREDICTIONS_FILE).open("w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["file", "actual", "predicted"])
+        for i, path in enumerate(files):
+            writer.writerow([str(path), class_names[labels[i]], class_names[predictions[i]]])
     with (output_dir / MISCLASSIFIED_FILE).open("w", newline="") as stream:
         writer = csv.writer(stream)
         writer.writerow(["file", "true", "predicted", *(f"p_{name}" for name in class_names)])

@@ -162,8 +162,10 @@ def prepare(
     leaks: str = "drop-from-train",
     skip_corrupt: bool = False,
     max_hash_distance: int = 0,
+    report_path: Path | None = None,
 ) -> dict[str, Any]:
-    """Run the preparation; returns the data report (also written to ``out/report.json``)."""
+    """Run the preparation; returns the data report, also written to ``report_path``
+    (default ``out/report.json``)."""
     if leaks not in LEAK_POLICIES:
         choices = ", ".join(LEAK_POLICIES)
         raise DatasetError(f"Unknown leak policy {leaks!r}; use one of {choices}.")
@@ -255,7 +257,9 @@ def prepare(
         writer.writerow(["file", "split", "label", "sha256", "bytes", "width", "height"])
         writer.writerows(manifest_rows)
     result = report.as_dict()
-    (out / "report.json").write_text(json.dumps(result, indent=2) + "\n")
+    report_path = report_path or out / "report.json"
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
@@ -266,6 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--leaks", choices=LEAK_POLICIES, default="drop-from-train")
     parser.add_argument("--skip-corrupt", action="store_true")
     parser.add_argument("--max-hash-distance", type=int, default=0)
+    parser.add_argument("--report", type=Path, help="data report path (default OUT/report.json)")
     args = parser.parse_args(argv)
     with exit_on_user_error():
         report = prepare(
@@ -274,6 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             leaks=args.leaks,
             skip_corrupt=args.skip_corrupt,
             max_hash_distance=args.max_hash_distance,
+            report_path=args.report,
         )
     summary = {k: report[k] for k in ("images", "counts", "rotated", "metadata_stripped")}
     print(json.dumps(summary | {"dropped": len(report["dropped"])}))
