@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
@@ -96,3 +100,101 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         )
     train(cfg)
     return output
+
+
+@pytest.fixture(scope="session")
+def exported_model(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The trained run exported to ONNX float32 and int8, checked on the sample's test photos."""
+    from hotdog.export import export
+
+    out = tmp_path_factory.mktemp("export")
+    data = copy_sample(tmp_path_factory.mktemp("export-data"), per_class=20)
+    # One photo of the 40 is 2.5 points: allow two to flip on this briefly trained model.
+    result = export(
+        trained_run / "checkpoints" / "best.ckpt", out, data, calibration_images=16, max_int8_drop=5
+    )
+    assert result.int8_path is not None, result.refused_int8
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+SERVER_PIDS: dict[str, int] = {}  # base URL -> process id, for tests that watch memory
+
+
+@contextmanager
+def running_server(env: dict[str, str], timeout: float = 60) -> Iterator[str]:
+    """``python -m hotdog.serve`` on 127.0.0.1 with ``env``; yields its URL once /ready is 200."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "hotdog.serve"],
+        env={**os.environ, "HOTDOG_HOST": "127.0.0.1", "HOTDOG_PORT": str(port), **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    SERVER_PIDS[url] = server.pid
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"the server exited: {server.stdout.read()}")  # type: ignore[union-attr]
+            try:
+                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the server was not ready after {timeout} s")
+            time.sleep(0.1)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+@pytest.fixture(scope="session")
+def live_server(exported_model: Path) -> Iterator[str]:
+    """A real uvicorn on 127.0.0.1 serving the int8 model; yields its base URL."""
+    with running_server({"HOTDOG_MODEL_URI": str(exported_model / "model.int8.onnx")}) as url:
+        yield url
+
+
+@contextmanager
+def gcs_emulator(directory: Path, bucket: str) -> Iterator[str]:
+    """A Google Cloud Storage API server on 127.0.0.1 with ``bucket``; yields its URL."""
+    port = free_port()
+    command = [str(Path(sys.executable).with_name("gcp-storage-emulator")), "-d", str(directory)]
+    command += ["start", "--host", "127.0.0.1", "--port", str(port), "--default-bucket", bucket]
+    server = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+@pytest.fixture(scope="session")
+def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A GCS emulator with the bucket ``hotdog-models``."""
+    with gcs_emulator(tmp_path_factory.mktemp("gcs-models"), "hotdog-models") as url:
+        yield url

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -95,6 +97,57 @@ def test_changing_a_training_parameter_reruns_only_train_and_evaluate(project: P
     assert "lr: 0.001" in (project / "params.yaml").read_text()
 
 
+def _wait_for_queue(project: Path, timeout: float, no_worker: float = 60) -> str:
+    """Poll `dvc queue status` until no task is queued or running; its last output.
+
+    Fails after `timeout` seconds, or once no worker has been up for `no_worker` seconds.
+    """
+    start = last_worker = time.monotonic()
+    while True:
+        status = _run(DVC, "queue", "status", cwd=project).stdout
+        if not any(line.endswith(("Queued", "Running")) for line in status.splitlines()):
+            return status
+        now = time.monotonic()
+        if "Worker status: 0 active, 0 idle" not in status:
+            last_worker = now
+        if now - start > timeout or now - last_worker > no_worker:
+            _run(DVC, "queue", "stop", "--kill", cwd=project, check=False)
+            pytest.fail(f"the queue did not finish ({now - start:.0f} s):\n{status}")
+        time.sleep(5)
+
+
+@pytest.mark.slow
+def test_queued_sweep_runs_every_experiment_with_its_parameters(project: Path):
+    # One epoch without the frozen phase: the quickest run that still trains and evaluates.
+    quick = ["-S", "prepare.raw=data/sample", "-S", "trainer.max_epochs=1"]
+    quick += ["-S", "model.freeze_backbone_epochs=0"]
+    sweep = {"queued-lr-1e-3": 1e-3, "queued-lr-3e-4": 3e-4}
+    for name, lr in sweep.items():
+        overrides = [*quick, "-S", f"optimizer.lr={lr}"]
+        done = _run(DVC, "exp", "run", "--queue", "-n", name, *overrides, cwd=project)
+        assert f"Queued experiment '{name}'" in done.stdout
+    # The worker runs in the background, each experiment in a temporary copy of the repository
+    # made from its git commit (the fixture commits every file) plus the queued changes.
+    assert "Started '1' new" in _run(DVC, "queue", "start", "-j", "1", cwd=project).stdout
+    status = _wait_for_queue(project, timeout=900)
+    for name in sweep:
+        assert re.search(rf"\b{name}\s.*\bSuccess$", status, re.MULTILINE), status
+
+    shown = json.loads(_run(DVC, "exp", "show", "--json", cwd=project).stdout)
+    experiments = {
+        exp["name"]: exp for baseline in shown for exp in baseline.get("experiments") or []
+    }
+    for name, lr in sweep.items():
+        assert name in experiments, sorted(experiments)
+        exp = experiments[name]
+        assert exp["executor"]["state"] == "success"
+        data = exp["revs"][0]["data"]
+        params = data["params"]["params.yaml"]["data"]
+        assert params["optimizer"]["lr"] == lr and params["trainer"]["max_epochs"] == 1
+        metrics = data["metrics"]["reports/evaluate/metrics.json"]["data"]
+        assert metrics["counts"]["images"] == 40 and 0 <= metrics["accuracy"] <= 1
+
+
 @pytest.mark.slow
 def test_a_corrupt_raw_image_stops_prepare_naming_it(project: Path):
     bad = project / "data" / "sample" / "train" / "hot_dog" / "broken.jpg"
@@ -112,7 +165,6 @@ def test_a_corrupt_raw_image_stops_prepare_naming_it(project: Path):
 def gcs_emulator(tmp_path_factory: pytest.TempPathFactory):
     """A Google Cloud Storage API server on 127.0.0.1 with the bucket of .dvc/config."""
     import socket
-    import time
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -10,6 +10,7 @@ import contextlib
 import io
 import math
 import warnings
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +26,18 @@ MAX_ASPECT_RATIO = 20
 
 
 class UnreadableImageError(HotdogError, ValueError):
-    """A file or upload is not an image this project can use; ``reason`` says why."""
+    """A file or upload is not an image this project can use; ``reason`` says why.
 
-    def __init__(self, source: str, reason: str) -> None:
+    ``kind`` sorts the reasons for callers that answer differently (the service's status codes):
+    ``empty``, ``unsupported`` (not an image, or a format not allowed), ``too_large`` (too many
+    pixels or too elongated) or ``corrupt`` (truncated or damaged data).
+    """
+
+    def __init__(self, source: str, reason: str, kind: str = "corrupt") -> None:
         super().__init__(f"{source} {reason}")
         self.source = source
         self.reason = reason
+        self.kind = kind
 
 
 def _to_8_bit(image: Image.Image) -> Image.Image:
@@ -60,37 +67,55 @@ def decode_image(
     source: str = "upload",
     min_short_side: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    formats: Collection[str] | None = None,
 ) -> Image.Image:
     """Decode the bytes of an image file into an upright RGB image.
 
     ``min_short_side`` lets JPEG decoding skip detail that a later resize would throw away
     (Pillow's draft mode); the short side of the result stays at least that long.
+    ``formats`` (Pillow's names, e.g. ``{"JPEG", "PNG"}``) restricts the accepted file formats.
     Raises :class:`UnreadableImageError` for anything that is not a complete, sane image.
     """
     if not data:
-        raise UnreadableImageError(source, "is empty")
+        raise UnreadableImageError(source, "is empty", "empty")
     try:
         with warnings.catch_warnings():
             # Pillow warns above its own pixel limit; ours is applied right after opening.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as error:
-        raise UnreadableImageError(source, "has too many pixels to be decoded safely") from error
+        raise UnreadableImageError(
+            source,
+            f"has too many pixels to be decoded safely (more than {max_pixels:,}); "
+            "downscale it first",
+            "too_large",
+        ) from error
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise UnreadableImageError(source, "is not an image in a supported format") from error
+        raise UnreadableImageError(
+            source, "is not an image in a supported format", "unsupported"
+        ) from error
+    if formats is not None and image.format not in formats:
+        raise UnreadableImageError(
+            source,
+            f"is a {image.format} image, which is not accepted; send {', '.join(sorted(formats))}",
+            "unsupported",
+        )
 
     width, height = image.size
     if width < 1 or height < 1:
-        raise UnreadableImageError(source, "has no pixels")
+        raise UnreadableImageError(source, "has no pixels", "corrupt")
     if width * height > max_pixels:
         raise UnreadableImageError(
             source,
             f"is {width}x{height} pixels, more than the limit of {max_pixels:,}; "
             "downscale it first",
+            "too_large",
         )
     if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
         raise UnreadableImageError(
-            source, f"is {width}x{height} pixels, longer than {MAX_ASPECT_RATIO}:1; crop it first"
+            source,
+            f"is {width}x{height} pixels, longer than {MAX_ASPECT_RATIO}:1; crop it first",
+            "too_large",
         )
     if min_short_side and image.format == "JPEG":
         scale = min_short_side / min(width, height)

@@ -28,7 +28,7 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
-from hotdog.data.transforms import DataConfig
+from hotdog.data.preprocessing import DataConfig
 from hotdog.errors import HotdogError
 from hotdog.models.backbones import create_backbone
 

@@ -1,0 +1,117 @@
+"""ONNX float32 and static int8 export: files, sidecars, parity with PyTorch, the int8 gate."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from hotdog.data import preprocess_array, read_image
+from hotdog.export import int8_refusal
+from hotdog.models import load_classifier
+from tests.conftest import SAMPLE, copy_sample, run_cli
+
+PHOTOS = sorted((SAMPLE / "test").rglob("*.jpg"))[::5]
+
+
+def _onnx(path: Path, images: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(["probabilities"], {"image": images})[0]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(trained_run: Path) -> Path:
+    return trained_run / "checkpoints" / "best.ckpt"
+
+
+def test_export_writes_models_with_matching_sidecars(exported_model: Path, checkpoint: Path):
+    classifier = load_classifier(checkpoint)
+    for name, precision in (("model.onnx", "fp32"), ("model.int8.onnx", "int8")):
+        model = exported_model / name
+        sidecar = json.loads((exported_model / f"{name}.json").read_text())
+        assert sidecar["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+        assert sidecar["precision"] == precision
+        assert sidecar["version"].endswith(sidecar["sha256"][:12])
+        assert sidecar["class_names"] == classifier.class_names
+        assert sidecar["data_config"] == classifier.data_config.to_dict()
+        assert sidecar["source_checkpoint"]["sha256"] == (
+            hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+        )
+        assert sidecar["test_images"] == 40
+        assert 0.5 <= sidecar["test_accuracy"] <= 1.0
+    assert (exported_model / "model.int8.onnx").stat().st_size < (
+        (exported_model / "model.onnx").stat().st_size / 2
+    )
+
+
+def test_onnx_models_agree_with_the_checkpoint(exported_model: Path, checkpoint: Path):
+    classifier = load_classifier(checkpoint)
+    config = classifier.data_config
+    images = np.stack([preprocess_array(read_image(path), config) for path in PHOTOS])
+    with torch.inference_mode():
+        reference = classifier.predict_proba(torch.from_numpy(images)).numpy()
+    fp32 = _onnx(exported_model / "model.onnx", images)
+    int8 = _onnx(exported_model / "model.int8.onnx", images)
+    assert np.abs(fp32 - reference).max() < 1e-4
+    # int8 rounds activations: close, and the same verdict where the model is not on the fence.
+    assert np.abs(int8 - reference).max() < 0.15
+    confident = np.abs(reference[:, 0] - 0.5) > 0.15
+    assert confident.sum() >= len(PHOTOS) // 2
+    assert (int8.argmax(1) == reference.argmax(1))[confident].all()
+
+
+def test_numpy_preprocessing_matches_the_torch_transforms(checkpoint: Path):
+    from hotdog.data import preprocess
+
+    config = load_classifier(checkpoint).data_config
+    for path in PHOTOS[:3]:
+        image = read_image(path)
+        np.testing.assert_allclose(
+            preprocess_array(image, config), preprocess(image, config).numpy(), atol=1e-6
+        )
+
+
+@pytest.mark.parametrize(
+    ("fp32", "int8", "limit", "refused"),
+    [(0.95, 0.95, 1.0, False), (0.95, 0.945, 1.0, False), (0.95, 0.93, 1.0, True)],
+)
+def test_int8_gate(fp32: float, int8: float, limit: float, refused: bool):
+    reason = int8_refusal({"fp32": fp32, "int8": int8}, 200, limit, Path("m.onnx"))
+    assert (reason is not None) == refused
+    if refused:
+        assert "2.0 points lower" in reason and "serve m.onnx" in reason
+
+
+def test_cli_refuses_int8_beyond_the_limit(checkpoint: Path, tmp_path: Path):
+    data = copy_sample(tmp_path / "data", per_class=3)
+    out = tmp_path / "export"
+    # A limit no int8 model can meet: the gate must refuse to write it.
+    done = run_cli(
+        "-m", "hotdog.export", str(checkpoint), "--out", str(out), "--data", str(data),
+        "--calibration-images", "4", "--max-int8-drop", "-101",
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "no int8 model written" in done.stderr
+    assert (out / "model.onnx").is_file() and (out / "model.onnx.json").is_file()
+    assert not (out / "model.int8.onnx").exists()
+    summary = json.loads(done.stdout[done.stdout.index("{") :])
+    assert summary["int8"] is None and set(summary["test_accuracy"]) == {"torch", "fp32", "int8"}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["missing.ckpt"], "does not exist"),
+        (["CKPT", "--data", "no/such/folder"], "--data ROOT"),
+    ],
+)
+def test_cli_user_errors_are_one_sentence(checkpoint: Path, args, message):
+    args = [str(checkpoint) if arg == "CKPT" else arg for arg in args]
+    done = run_cli("-m", "hotdog.export", *args)
+    assert done.returncode == 2
+    assert message in done.stderr and "Traceback" not in done.stderr
