@@ -69,22 +69,36 @@ def test_numpy_preprocessing_matches_the_torch_transforms(checkpoint: Path):
     from hotdog.data import preprocess
 
     config = load_classifier(checkpoint).data_config
+    level = 1 / 255 / min(config.std)  # one step of 8-bit colour, normalised
     for path in PHOTOS[:3]:
         image = read_image(path)
-        np.testing.assert_allclose(
-            preprocess_array(image, config), preprocess(image, config).numpy(), atol=1e-6
-        )
+        served, evaluated = preprocess_array(image, config), preprocess(image, config).numpy()
+        assert served.shape == evaluated.shape == (3, config.input_size, config.input_size)
+        # Resampling only the crop rounds differently in a few pixels, by a few levels at most.
+        difference = np.abs(served - evaluated)
+        assert difference.max() <= 4 * level + 1e-6
+        assert difference.mean() < 0.1 * level
 
 
 @pytest.mark.parametrize(
     ("fp32", "int8", "limit", "refused"),
-    [(0.95, 0.95, 1.0, False), (0.95, 0.945, 1.0, False), (0.95, 0.93, 1.0, True)],
+    [
+        (0.95, 0.95, 1.0, False),
+        (0.95, 0.945, 1.0, False),
+        (0.95, 0.93, 1.0, True),
+        (0.95, 0.93, 2.5, False),
+    ],
 )
 def test_int8_gate(fp32: float, int8: float, limit: float, refused: bool):
-    reason = int8_refusal({"fp32": fp32, "int8": int8}, 200, limit, Path("m.onnx"))
+    reason = int8_refusal({"fp32": fp32, "int8": int8}, 500, limit, Path("m.onnx"))
     assert (reason is not None) == refused
     if refused:
         assert "2.0 points lower" in reason and "serve m.onnx" in reason
+
+
+def test_int8_gate_tolerates_one_image_on_a_small_split():
+    assert int8_refusal({"fp32": 0.9, "int8": 0.875}, 40, 1.0, Path("m.onnx")) is None
+    assert int8_refusal({"fp32": 0.9, "int8": 0.85}, 40, 1.0, Path("m.onnx")) is not None
 
 
 def test_cli_refuses_int8_beyond_the_limit(checkpoint: Path, tmp_path: Path):

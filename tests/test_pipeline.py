@@ -75,7 +75,13 @@ def test_exp_run_reproduces_every_stage_on_the_sample(project: Path):
     for plot in ("predictions.csv", "roc.csv", "precision_recall.csv", "confusion_matrix.png"):
         assert (project / "reports" / "evaluate" / plot).is_file(), plot
     lock = (project / "dvc.lock").read_text()
-    assert all(f"  {stage}:" in lock for stage in ("prepare", "train", "evaluate"))
+    assert all(f"  {stage}:" in lock for stage in ("prepare", "train", "evaluate", "export"))
+    export = json.loads((project / "reports" / "export.json").read_text())
+    assert export["int8"] == "models/export/model.int8.onnx"
+    for name in ("model.onnx", "model.onnx.json", "model.int8.onnx", "model.int8.onnx.json"):
+        assert (project / "models" / "export" / name).is_file(), name
+    sidecar = json.loads((project / "models" / "export" / "model.int8.onnx.json").read_text())
+    assert sidecar["data_config"]["input_size"] == 224 and sidecar["tta_hflip"] is False
     assert "raw: data/sample" in (project / "params.yaml").read_text()
 
 
@@ -93,7 +99,7 @@ def test_changing_a_training_parameter_reruns_only_train_and_evaluate(project: P
     done = _run(DVC, "exp", "run", *SAMPLE_RUN, "-S", "optimizer.lr=0.001", cwd=project)
     output = done.stdout
     assert "Stage 'prepare' didn't change, skipping" in output
-    assert "Running stage 'train'" in output and "Running stage 'evaluate'" in output
+    assert all(f"Running stage '{stage}'" in output for stage in ("train", "evaluate", "export"))
     assert "lr: 0.001" in (project / "params.yaml").read_text()
 
 

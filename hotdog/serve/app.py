@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -34,9 +35,6 @@ from hotdog.serve.settings import Settings
 
 log = logging.getLogger("hotdog.serve")
 
-# Decoding and inference run in this many threads: one can decode while another runs the model.
-# It also bounds the memory held by images being decoded at once.
-INFERENCE_THREADS = 2
 STATUS_OF_REFUSAL = {"empty": 400, "unsupported": 415, "too_large": 422, "corrupt": 422}
 ROUTES = {"/", "/predict", "/predict/batch", "/health", "/ready", "/model", "/metrics"}
 PAGE_SECURITY_HEADERS = {
@@ -179,7 +177,13 @@ def create_app(
     settings = settings or Settings.from_env()
     metrics = ServiceMetrics()
     state: dict[str, Any] = {"service": None, "error": None, "load_seconds": None}
-    executor = ThreadPoolExecutor(INFERENCE_THREADS, thread_name_prefix="hotdog-inference")
+    # Requests are decoded and classified in these threads, each inference using
+    # settings.threads cores: together they keep every core busy. The pool also bounds the
+    # memory held by images being decoded at once.
+    executor = ThreadPoolExecutor(
+        max(1, (os.cpu_count() or 1) // max(1, settings.threads)),
+        thread_name_prefix="hotdog-inference",
+    )
 
     def load() -> ClassifierService:
         started = time.perf_counter()

@@ -7,9 +7,7 @@ describe themselves with the same metadata, so the rest of the service does not 
 from __future__ import annotations
 
 import hashlib
-import os
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -30,10 +28,6 @@ class Predictor(Protocol):
         ...
 
 
-def _threads(settings: Settings) -> int:
-    return settings.threads or os.cpu_count() or 1
-
-
 class OnnxPredictor:
     """An exported ONNX model (float32 or int8) run by onnxruntime on the CPU."""
 
@@ -43,7 +37,7 @@ class OnnxPredictor:
         artifact = fetch_model(settings.model_uri)
         sidecar = artifact.sidecar
         options = ort.SessionOptions()
-        options.intra_op_num_threads = _threads(settings)
+        options.intra_op_num_threads = settings.threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         # Busy-waiting threads would take CPU from request parsing and image decoding.
@@ -94,14 +88,13 @@ class TorchPredictor:
                 f"HOTDOG_BACKEND=torch needs {error.name}; install 'hotdog[train]' or use the "
                 "onnx backend with an exported model."
             ) from None
-        torch.set_num_threads(_threads(settings))
+        torch.set_num_threads(settings.threads)
         data = read_bytes(settings.model_uri)
         with tempfile.TemporaryDirectory() as scratch:
             path = Path(scratch) / "model.ckpt"
             path.write_bytes(data)
             self.model = load_classifier(path)
         self._torch = torch
-        self._lock = threading.Lock()  # one forward at a time; torch already uses every core
         info = self.model.inference_info()
         self.class_names = list(info["class_names"])
         self.data_config = self.model.data_config
@@ -117,7 +110,7 @@ class TorchPredictor:
         }
 
     def predict(self, images: np.ndarray) -> np.ndarray:
-        with self._lock, self._torch.inference_mode():
+        with self._torch.inference_mode():
             return self.model.predict_proba(self._torch.from_numpy(images)).float().numpy()
 
 

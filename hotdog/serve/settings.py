@@ -40,8 +40,9 @@ class Settings:
     port: int = 8000
     # Uvicorn worker processes; each loads its own copy of the model.
     workers: int = 1
-    # Threads one inference may use; 0 means one per CPU core.
-    threads: int = 0
+    # Cores one inference uses; requests are classified cores / threads at a time. 1 gives the
+    # most requests per second; more lowers the latency of a single request on an idle server.
+    threads: int = 1
     # Largest request body accepted, in bytes (413 above).
     max_payload_bytes: int = 10 * 1024 * 1024
     # Largest image accepted, in pixels (422 above); refused before decoding.
@@ -92,5 +93,5 @@ class Settings:
         for name, value in positive.items():
             if value <= 0:
                 raise SettingsError(f"{name}={value} must be positive.")
-        if self.threads < 0:
-            raise SettingsError(f"HOTDOG_THREADS={self.threads} must be 0 (all cores) or more.")
+        if self.threads < 1:
+            raise SettingsError(f"HOTDOG_THREADS={self.threads} must be 1 or more.")
