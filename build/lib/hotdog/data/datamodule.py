@@ -1,0 +1,220 @@
+"""``HotdogDataModule``: the Kaggle folder layout, a stratified validation split, cached pictures.
+
+Layout: ``ROOT/{train,test}/{class}/*.jpg`` with one folder per class name. Validation is a
+stratified, seeded share of ``train``; ``test`` is only used for the final evaluation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from hotdog.data.cache import ImageCache
+from hotdog.data.transforms import Augmentation, DataConfig, eval_transform, train_transform
+from hotdog.errors import HotdogError
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "test")
+LAYOUT_HINT = "expected ROOT/{train,test}/{class}/*.jpg"
+
+
+class DatasetError(HotdogError, ValueError):
+    """The data on disk cannot be used as it is; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: int
+
+
+class PictureDataset(Dataset):
+    """Resized uint8 pictures in memory; items are ``(image, label, index)``."""
+
+    def __init__(self, pictures: Sequence[torch.Tensor], labels: Sequence[int], transform) -> None:
+        self.pictures = list(pictures)
+        self.labels = list(labels)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.pictures)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        return self.transform(self.pictures[index]), self.labels[index], index
+
+
+def list_split(root: Path, split: str, classes: Sequence[str]) -> list[Sample]:
+    """All entries of ``root/split/<class>/``, or a :class:`DatasetError` naming the problem."""
+    split_dir = root / split
+    if not split_dir.is_dir():
+        raise DatasetError(f"Data folder {split_dir} is missing; {LAYOUT_HINT} under {root}.")
+    found = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    unknown = sorted(set(found) - set(classes))
+    missing = [name for name in classes if name not in found]
+    if missing or unknown:
+        raise DatasetError(
+            f"Class folders in {split_dir} are {found or 'none'} but the classes are "
+            f"{list(classes)}: {LAYOUT_HINT}. Rename the folders or set data.classes."
+        )
+    samples: list[Sample] = []
+    for label, name in enumerate(classes):
+        entries = sorted(p for p in (split_dir / name).iterdir() if not p.name.startswith("."))
+        if not entries:
+            raise DatasetError(
+                f"Class folder {split_dir / name} is empty; add images of '{name}' to it."
+            )
+        samples += [Sample(path, label) for path in entries]
+    return samples
+
+
+def stratified_split(
+    labels: Sequence[int], val_fraction: float, seed: int
+) -> tuple[list[int], list[int]]:
+    """Indices of a seeded train/validation split that keeps each class's share."""
+    rng = np.random.default_rng(seed)
+    train_idx: list[int] = []
+    val_idx: list[int] = []
+    labels_array = np.asarray(labels)
+    for label in np.unique(labels_array):
+        members = np.flatnonzero(labels_array == label)
+        members = members[rng.permutation(len(members))]
+        n_val = round(len(members) * val_fraction)
+        if val_fraction > 0 and len(members) > 1:
+            n_val = min(max(n_val, 1), len(members) - 1)
+        val_idx += members[:n_val].tolist()
+        train_idx += members[n_val:].tolist()
+    return sorted(train_idx), sorted(val_idx)
+
+
+class HotdogDataModule(L.LightningDataModule):
+    """Train/val/test loaders over cached, resized pictures.
+
+    ``data_config`` comes from the model (see ``HotdogClassifier.data_config``), so the
+    preprocessing is never re-typed in the data config.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        data_config: DataConfig | Mapping[str, Any],
+        classes: Sequence[str] = ("hot_dog", "not_hot_dog"),
+        val_fraction: float = 0.2,
+        split_seed: int = 42,
+        batch_size: int = 32,
+        eval_batch_size: int = 64,
+        num_workers: int = 0,
+        cache_dir: str | Path | None = None,
+        decode_threads: int = 2,
+        skip_corrupt: bool = False,
+        augmentation: Augmentation | Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.root = Path(root).expanduser()
+        if not isinstance(data_config, DataConfig):
+            data_config = DataConfig.from_dict(data_config)
+        self.data_config = data_config
+        self.classes = list(classes)
+        self.val_fraction = val_fraction
+        self.split_seed = split_seed
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.decode_threads = decode_threads
+        self.skip_corrupt = skip_corrupt
+        if not isinstance(augmentation, Augmentation):
+            augmentation = Augmentation(
+                **{
+                    key: tuple(value) if isinstance(value, Sequence) else value
+                    for key, value in (augmentation or {}).items()
+                }
+            )
+        self.augmentation = augmentation
+        self.cache = ImageCache(cache_dir, self.data_config)
+        self.files: dict[str, list[Path]] = {}
+        self.skipped: list[tuple[Path, str]] = []
+        self.train_set: PictureDataset | None = None
+        self.val_set: PictureDataset | None = None
+        self.test_set: PictureDataset | None = None
+
+    def _load_split(self, split: str) -> tuple[list[Path], list[torch.Tensor], list[int]]:
+        samples = list_split(self.root, split, self.classes)
+        decoded = self.cache.load_many([s.path for s in samples], threads=self.decode_threads)
+        bad = [(d.path, d.error or "") for d in decoded if d.pixels is None]
+        if bad and not self.skip_corrupt:
+            listing = "; ".join(f"{path} {reason}" for path, reason in bad)
+            raise DatasetError(
+                f"{len(bad)} file(s) under {self.root / split} cannot be used as images: "
+                f"{listing}. Remove or replace them, or set data.skip_corrupt=true to skip them."
+            )
+        if bad:
+            log.warning(
+                "Skipping %d unreadable file(s) in %s: %s",
+                len(bad),
+                self.root / split,
+                "; ".join(f"{path} {reason}" for path, reason in bad),
+            )
+            self.skipped += bad
+        kept = [(s, d) for s, d in zip(samples, decoded, strict=True) if d.pixels is not None]
+        if not kept:
+            raise DatasetError(f"No usable images under {self.root / split}.")
+        return (
+            [s.path for s, _ in kept],
+            [d.pixels for _, d in kept],  # type: ignore[misc]
+            [s.label for s, _ in kept],
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.root.is_dir():
+            raise DatasetError(
+                f"Data root {self.root} does not exist; point data.root at a folder laid out as "
+                f"{LAYOUT_HINT}."
+            )
+        if stage in (None, "fit", "validate") and self.train_set is None:
+            paths, pictures, labels = self._load_split("train")
+            train_idx, val_idx = stratified_split(labels, self.val_fraction, self.split_seed)
+            augment = train_transform(self.data_config, self.augmentation)
+            plain = eval_transform(self.data_config)
+            self.files["train"] = [paths[i] for i in train_idx]
+            self.files["val"] = [paths[i] for i in val_idx]
+            self.train_set = PictureDataset(
+                [pictures[i] for i in train_idx], [labels[i] for i in train_idx], augment
+            )
+            self.val_set = PictureDataset(
+                [pictures[i] for i in val_idx], [labels[i] for i in val_idx], plain
+            )
+        # The test split is read when fitting too, so a bad test file stops the run at the
+        # start rather than after training.
+        if stage in (None, "fit", "test") and self.test_set is None:
+            paths, pictures, labels = self._load_split("test")
+            self.files["test"] = paths
+            self.test_set = PictureDataset(pictures, labels, eval_transform(self.data_config))
+
+    def _loader(self, dataset: Dataset | None, batch_size: int, shuffle: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError("Call setup() before asking for a data loader.")
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, self.eval_batch_size, shuffle=False)

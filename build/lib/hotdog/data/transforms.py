@@ -1,0 +1,76 @@
+"""Preprocessing, derived from the model's own data config and stored in every checkpoint.
+
+Images are decoded once and resized so their short side is ``resize_size`` (aspect ratio kept);
+that uint8 picture is what the cache stores. Evaluation then takes the central
+``input_size`` square (no stretching: aspect ratio is correlated with the class in the Kaggle
+data); training takes random crops, flips and colour changes from the same picture.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+from torch import nn
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import v2 as T
+from torchvision.transforms.v2 import functional as F
+
+from hotdog.data.preprocessing import DataConfig, resize_short_side_image
+
+__all__ = ["Augmentation", "DataConfig", "eval_transform", "preprocess", "train_transform"]
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Training augmentation; the defaults suit fine-tuning on a few hundred photos."""
+
+    scale: tuple[float, float] = (0.5, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    hflip: bool = True
+    color_jitter: float = 0.2
+
+
+def resize_short_side(image: Image.Image, data_config: DataConfig) -> torch.Tensor:
+    """Resize so the short side is ``resize_size`` and return a uint8 CHW tensor."""
+    return F.pil_to_tensor(resize_short_side_image(image, data_config))
+
+
+def eval_transform(data_config: DataConfig) -> nn.Module:
+    """Central ``input_size`` crop of a resized picture, normalised; deterministic."""
+    return T.Compose(
+        [
+            T.CenterCrop(data_config.input_size),
+            T.ToDtype(torch.float32, scale=True),
+            T.Normalize(mean=list(data_config.mean), std=list(data_config.std)),
+        ]
+    )
+
+
+def train_transform(data_config: DataConfig, augmentation: Augmentation) -> nn.Module:
+    """Random crop (scale and aspect), flip and colour jitter of a resized picture, normalised."""
+    steps: list[nn.Module] = [
+        T.RandomResizedCrop(
+            data_config.train_size,
+            scale=augmentation.scale,
+            ratio=augmentation.ratio,
+            interpolation=InterpolationMode.BILINEAR,
+            antialias=True,
+        )
+    ]
+    if augmentation.hflip:
+        steps.append(T.RandomHorizontalFlip())
+    if augmentation.color_jitter:
+        strength = augmentation.color_jitter
+        steps.append(T.ColorJitter(brightness=strength, contrast=strength, saturation=strength))
+    steps += [
+        T.ToDtype(torch.float32, scale=True),
+        T.Normalize(mean=list(data_config.mean), std=list(data_config.std)),
+    ]
+    return T.Compose(steps)
+
+
+def preprocess(image: Image.Image, data_config: DataConfig) -> torch.Tensor:
+    """The whole evaluation pipeline for one decoded image: a normalised CHW float tensor."""
+    return eval_transform(data_config)(resize_short_side(image, data_config))

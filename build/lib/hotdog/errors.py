@@ -1,0 +1,39 @@
+"""The one base class for problems a user can fix; entry points print its message, no traceback."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+class HotdogError(Exception):
+    """Something the user can fix: a wrong path, a bad file, missing weights or credentials.
+
+    The message is one sentence that names the problem and says what to do.
+    """
+
+
+def user_error_in(error: BaseException | None) -> HotdogError | None:
+    """The :class:`HotdogError` behind ``error``, also when a wrapper (Hydra's instantiate)
+    raised it from one."""
+    while error is not None:
+        if isinstance(error, HotdogError):
+            return error
+        error = error.__cause__
+    return None
+
+
+@contextmanager
+def exit_on_user_error(exit_code: int = 2) -> Iterator[None]:
+    """Turn a :class:`HotdogError` into its message on stderr and an exit status."""
+    try:
+        yield
+    except Exception as error:
+        cause = user_error_in(error)
+        if cause is None:
+            raise
+        logging.getLogger("hotdog").debug("user error", exc_info=True)
+        print(f"error: {cause}", file=sys.stderr)
+        sys.exit(exit_code)

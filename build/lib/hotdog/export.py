@@ -1,0 +1,406 @@
+"""Export a checkpoint for serving: ``python -m hotdog.export CHECKPOINT [--out DIR]``.
+
+Writes ``model.onnx`` (float32) and ``model.int8.onnx`` (static int8: per-channel QDQ, calibrated
+on training photos), each with a JSON sidecar ``<model>.json`` that the service reads: class
+names, preprocessing, the model file's SHA-256, the source checkpoint's SHA-256 and the test
+accuracy measured here. Both models are checked on the test split against the checkpoint run in
+PyTorch; an int8 model that loses more than ``--max-int8-drop`` points of accuracy against the
+float32 one is not written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import random
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from hotdog import __version__
+from hotdog.data.datamodule import list_split
+from hotdog.data.images import read_image
+from hotdog.data.preprocessing import DataConfig, preprocess_array
+from hotdog.errors import HotdogError, exit_on_user_error
+from hotdog.models import HotdogClassifier, load_classifier
+
+log = logging.getLogger("hotdog.export")
+
+OPSET = 17
+INPUT_NAME, OUTPUT_NAME = "image", "probabilities"
+FP32_NAME, INT8_NAME = "model.onnx", "model.int8.onnx"
+# Export is numerically the same network: larger differences mean a broken export.
+MAX_FP32_PROBABILITY_DIFFERENCE = 1e-3
+
+
+class ProbabilityModel(nn.Module):
+    """The classifier as served: normalised NCHW images in, class probabilities out."""
+
+    def __init__(self, classifier: HotdogClassifier, tta_hflip: bool) -> None:
+        super().__init__()
+        self.net = classifier.net
+        self.tta_hflip = tta_hflip
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = self.net(images)
+        if self.tta_hflip:
+            logits = (logits + self.net(images.flip(-1))) / 2
+        return logits.softmax(-1)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What an export wrote and measured."""
+
+    fp32_path: Path
+    int8_path: Path | None
+    accuracy: dict[str, float]
+    fp32_max_difference: float
+    int8_agreement: float
+    refused_int8: str | None = None
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sidecar_path(model_path: Path) -> Path:
+    """Where a model's metadata lives: next to it, with ``.json`` appended."""
+    return model_path.with_name(model_path.name + ".json")
+
+
+def _default_data_root(checkpoint: Path) -> Path | None:
+    """The data a checkpoint was trained on, from its run folder's ``config.yaml``."""
+    config = checkpoint.resolve().parent.parent / "config.yaml"
+    if not config.is_file():
+        return None
+    from omegaconf import OmegaConf
+
+    root = OmegaConf.select(OmegaConf.load(config), "data.root", default=None)
+    return Path(root) if isinstance(root, str) and "${" not in root else None
+
+
+def _arrays(paths: Sequence[Path], data_config: DataConfig) -> Iterator[np.ndarray]:
+    for path in paths:
+        image = read_image(path, min_short_side=data_config.resize_size)
+        yield preprocess_array(image, data_config)[None]
+
+
+def _session(path: Path, threads: int = 0) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3  # quiet the optimizer's notes about unused initializers
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _onnx_probabilities(
+    session: Any, paths: Sequence[Path], data_config: DataConfig, batch_size: int = 16
+) -> np.ndarray:
+    rows = []
+    arrays = list(_arrays(paths, data_config))
+    for start in range(0, len(arrays), batch_size):
+        batch = np.concatenate(arrays[start : start + batch_size])
+        rows.append(session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0])
+    return np.concatenate(rows)
+
+
+@torch.inference_mode()
+def _torch_probabilities(
+    model: ProbabilityModel, paths: Sequence[Path], data_config: DataConfig, batch_size: int = 16
+) -> np.ndarray:
+    rows = []
+    arrays = list(_arrays(paths, data_config))
+    for start in range(0, len(arrays), batch_size):
+        batch = torch.from_numpy(np.concatenate(arrays[start : start + batch_size]))
+        rows.append(model(batch).numpy())
+    return np.concatenate(rows)
+
+
+def export_onnx(model: ProbabilityModel, input_size: int, path: Path) -> None:
+    """Trace ``model`` into an ONNX file with a dynamic batch dimension."""
+    example = torch.zeros(1, 3, input_size, input_size)
+    with warnings.catch_warnings():
+        # The TorchScript exporter is deprecated in favour of the dynamo one, which needs
+        # onnxscript and takes ~10x longer for the same graph; it is still supported in 2.x.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model.eval(),
+            (example,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+
+
+def quantize_int8(
+    fp32_path: Path, int8_path: Path, calibration: Sequence[Path], data_config: DataConfig
+) -> None:
+    """Static int8 quantization (per-channel weights, QDQ format) calibrated on ``calibration``.
+
+    onnxruntime's dynamic quantization is several times slower than float32 on convnets; static
+    quantization with calibrated activation ranges is the fast one.
+    """
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.arrays = _arrays(calibration, data_config)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            array = next(self.arrays, None)
+            return None if array is None else {INPUT_NAME: array}
+
+    with tempfile.TemporaryDirectory() as scratch:
+        # Folding BatchNorm and shapes first roughly doubles the speed of the int8 model.
+        prepared = Path(scratch) / "prepared.onnx"
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        # The softmax stays in float: quantized to 8 bits, probabilities would move in steps of
+        # 1/255 and no longer add up to 1.
+        graph = onnx.load(prepared).graph
+        softmax = [node.name for node in graph.node if node.op_type == "Softmax"]
+        quantize_static(
+            str(prepared),
+            str(int8_path),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=softmax,
+        )
+
+
+def _write_sidecar(
+    model_path: Path,
+    *,
+    precision: str,
+    classifier: HotdogClassifier,
+    data_config: DataConfig,
+    tta_hflip: bool,
+    checkpoint: Path,
+    checkpoint_sha256: str,
+    accuracy: float,
+    test_images: int,
+) -> dict[str, Any]:
+    model_sha256 = sha256_of(model_path)
+    info = classifier.inference_info()
+    sidecar = {
+        "format": "onnx",
+        "precision": precision,
+        "version": f"{info['backbone']}-{precision}-{model_sha256[:12]}",
+        "sha256": model_sha256,
+        "class_names": info["class_names"],
+        "backbone": info["backbone"],
+        "data_config": data_config.to_dict(),
+        "tta_hflip": tta_hflip,
+        "input_name": INPUT_NAME,
+        "output_name": OUTPUT_NAME,
+        "opset": OPSET,
+        "test_accuracy": round(accuracy, 6),
+        "test_images": test_images,
+        "source_checkpoint": {"path": str(checkpoint), "sha256": checkpoint_sha256},
+        "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "hotdog_version": __version__,
+    }
+    sidecar_path(model_path).write_text(json.dumps(sidecar, indent=2) + "\n")
+    return sidecar
+
+
+def int8_refusal(
+    accuracy: dict[str, float], test_images: int, max_drop: float, fp32_path: Path
+) -> str | None:
+    """Why the int8 model must not be used (it lost too much accuracy), or None.
+
+    One image more wrong is always tolerated: on a small test split (the 40 of the sample) one
+    image is already several points.
+    """
+    drop = (accuracy["fp32"] - accuracy["int8"]) * 100
+    if drop <= max(max_drop, 100 / test_images) + 1e-9:
+        return None
+    return (
+        f"the int8 model scores {accuracy['int8']:.1%} on the {test_images} test images against "
+        f"{accuracy['fp32']:.1%} in float32, {drop:.1f} points lower (the limit is {max_drop:g}); "
+        f"serve {fp32_path} or calibrate on more images (--calibration-images)"
+    )
+
+
+def export(
+    checkpoint: str | Path,
+    out_dir: str | Path = "models/export",
+    data_root: str | Path | None = None,
+    calibration_images: int = 128,
+    max_int8_drop: float = 1.0,
+    image_size: int | None = None,
+    tta_hflip: bool | None = None,
+    seed: int = 0,
+) -> ExportResult:
+    """Export ``checkpoint`` to ONNX float32 and int8 in ``out_dir``, checking both on the test
+    split of ``data_root`` (default: the data the checkpoint's run was trained on).
+
+    ``image_size`` and ``tta_hflip`` (default: the checkpoint's) trade accuracy for speed; the
+    accuracy written to the sidecars is measured with the values chosen.
+    """
+    checkpoint = Path(checkpoint)
+    classifier = load_classifier(checkpoint)
+    data_config = classifier.data_config
+    if image_size:
+        data_config = replace(data_config, input_size=image_size)
+    if tta_hflip is None:
+        tta_hflip = classifier.tta_hflip
+    root = Path(data_root) if data_root else _default_data_root(checkpoint)
+    if root is None or not root.is_dir():
+        raise HotdogError(
+            f"Data folder {root} for calibration and the parity check does not exist; "
+            "pass --data ROOT (a folder with train/ and test/)."
+        )
+    classes = classifier.class_names
+    train_files = [sample.path for sample in list_split(root, "train", classes)]
+    test_samples = list_split(root, "test", classes)
+    test_files = [sample.path for sample in test_samples]
+    labels = np.array([sample.label for sample in test_samples])
+    calibration = random.Random(seed).sample(train_files, min(calibration_images, len(train_files)))
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fp32_path, int8_path = out / FP32_NAME, out / INT8_NAME
+    for stale in (int8_path, sidecar_path(int8_path)):
+        stale.unlink(missing_ok=True)  # never leave an int8 model from an older checkpoint
+
+    network = ProbabilityModel(classifier, tta_hflip).eval()
+    log.info("exporting %s to %s", checkpoint, fp32_path)
+    export_onnx(network, data_config.input_size, fp32_path)
+    reference = _torch_probabilities(network, test_files, data_config)
+    fp32 = _onnx_probabilities(_session(fp32_path), test_files, data_config)
+    fp32_difference = float(np.abs(fp32 - reference).max())
+    if fp32_difference > MAX_FP32_PROBABILITY_DIFFERENCE:
+        fp32_path.unlink()
+        raise HotdogError(
+            f"The ONNX export of {checkpoint} differs from PyTorch by {fp32_difference:.2g} in "
+            "probability; this is an exporter bug, please report it with the checkpoint."
+        )
+    accuracy = {
+        "torch": float((reference.argmax(1) == labels).mean()),
+        "fp32": float((fp32.argmax(1) == labels).mean()),
+    }
+
+    log.info("quantizing to int8 with %d calibration images", len(calibration))
+    quantize_int8(fp32_path, int8_path, calibration, data_config)
+    int8 = _onnx_probabilities(_session(int8_path), test_files, data_config)
+    accuracy["int8"] = float((int8.argmax(1) == labels).mean())
+    agreement = float((int8.argmax(1) == fp32.argmax(1)).mean())
+
+    checkpoint_sha256 = sha256_of(checkpoint)
+    common = {
+        "classifier": classifier,
+        "data_config": data_config,
+        "tta_hflip": tta_hflip,
+        "checkpoint": checkpoint,
+        "checkpoint_sha256": checkpoint_sha256,
+        "test_images": len(test_files),
+    }
+    _write_sidecar(fp32_path, precision="fp32", accuracy=accuracy["fp32"], **common)
+    refused = int8_refusal(accuracy, len(test_files), max_int8_drop, fp32_path)
+    if refused:
+        int8_path.unlink()
+    else:
+        _write_sidecar(int8_path, precision="int8", accuracy=accuracy["int8"], **common)
+    return ExportResult(
+        fp32_path=fp32_path,
+        int8_path=None if refused else int8_path,
+        accuracy=accuracy,
+        fp32_max_difference=fp32_difference,
+        int8_agreement=agreement,
+        refused_int8=refused,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m hotdog.export",
+        description="Export a checkpoint to ONNX float32 and static int8 for the service.",
+    )
+    parser.add_argument("checkpoint", help="a checkpoint written by hotdog.train")
+    parser.add_argument("--out", default="models/export", help="folder for the models")
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="dataset root with train/ and test/ (default: the checkpoint's training data)",
+    )
+    parser.add_argument("--calibration-images", type=int, default=128)
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="input size to serve at (default: the checkpoint's evaluation size)",
+    )
+    parser.add_argument(
+        "--tta",
+        choices=["true", "false"],
+        default=None,
+        help="average with the mirror image (default: as the checkpoint was evaluated)",
+    )
+    parser.add_argument("--report", default=None, help="also write the summary to this JSON file")
+    parser.add_argument(
+        "--max-int8-drop",
+        type=float,
+        default=1.0,
+        help="refuse an int8 model whose test accuracy is more points below float32's",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(format="%(message)s")
+    log.setLevel(logging.INFO)  # onnxruntime's quantizer logs a line per adjusted tensor at INFO
+    with exit_on_user_error():
+        result = export(
+            args.checkpoint,
+            args.out,
+            args.data,
+            calibration_images=args.calibration_images,
+            max_int8_drop=args.max_int8_drop,
+            image_size=args.image_size,
+            tta_hflip=None if args.tta is None else args.tta == "true",
+        )
+    summary = {
+        "fp32": str(result.fp32_path),
+        "int8": str(result.int8_path) if result.int8_path else None,
+        "test_accuracy": {name: round(value, 4) for name, value in result.accuracy.items()},
+        "fp32_max_probability_difference": result.fp32_max_difference,
+        "int8_fp32_agreement": round(result.int8_agreement, 4),
+    }
+    print(json.dumps(summary, indent=2))
+    if args.report:
+        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.report).write_text(json.dumps(summary, indent=2) + "\n")
+    if result.refused_int8:
+        print(f"error: no int8 model written: {result.refused_int8}.", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

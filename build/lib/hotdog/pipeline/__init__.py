@@ -1,0 +1,1 @@
+"""The DVC pipeline's stages that are not training or evaluation: data preparation."""

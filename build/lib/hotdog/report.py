@@ -1,0 +1,141 @@
+"""Test reports: metrics.json, a confusion-matrix picture and the misclassified files.
+
+One function computes every figure from class probabilities, so ``hotdog.train`` and
+``hotdog.evaluate`` write the same report for the same predictions.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torchmetrics.functional.classification import (
+    binary_precision_recall_curve,
+    binary_roc,
+    multiclass_accuracy,
+    multiclass_auroc,
+    multiclass_confusion_matrix,
+    multiclass_f1_score,
+    multiclass_precision,
+    multiclass_recall,
+)
+
+METRICS_FILE = "metrics.json"
+CONFUSION_FILE = "confusion_matrix.png"
+MISCLASSIFIED_FILE = "misclassified.csv"
+PREDICTIONS_FILE = "predictions.csv"  # every image: DVC's confusion-matrix plot reads it
+ROC_FILE = "roc.csv"
+PR_FILE = "precision_recall.csv"
+
+
+def build_report(
+    probabilities: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str]
+) -> dict[str, Any]:
+    """Accuracy, macro F1 and AUROC, per-class precision/recall and counts."""
+    n = len(class_names)
+    predictions = probabilities.argmax(dim=-1)
+    precision = multiclass_precision(predictions, labels, num_classes=n, average=None)
+    recall = multiclass_recall(predictions, labels, num_classes=n, average=None)
+    confusion = multiclass_confusion_matrix(predictions, labels, num_classes=n)
+    return {
+        "accuracy": multiclass_accuracy(predictions, labels, num_classes=n, average="micro").item(),
+        "f1": multiclass_f1_score(predictions, labels, num_classes=n, average="macro").item(),
+        "auroc": multiclass_auroc(probabilities, labels, num_classes=n).item(),
+        "per_class": {
+            name: {
+                "precision": precision[i].item(),
+                "recall": recall[i].item(),
+                "support": int((labels == i).sum()),
+            }
+            for i, name in enumerate(class_names)
+        },
+        "counts": {
+            "images": len(labels),
+            "correct": int((predictions == labels).sum()),
+            "misclassified": int((predictions != labels).sum()),
+        },
+        "confusion_matrix": {"rows_true_cols_predicted": confusion.tolist()},
+        "class_names": list(class_names),
+    }
+
+
+def plot_confusion_matrix(matrix: list[list[int]], class_names: Sequence[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(4.2, 3.6), dpi=120)
+    axes.imshow(matrix, cmap="Blues")
+    peak = max(max(row) for row in matrix) or 1
+    for i, row in enumerate(matrix):
+        for j, count in enumerate(row):
+            colour = "white" if count > peak / 2 else "black"
+            axes.text(j, i, str(count), ha="center", va="center", color=colour, fontsize=12)
+    axes.set_xticks(range(len(class_names)), class_names)
+    axes.set_yticks(range(len(class_names)), class_names)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title("Confusion matrix")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def _write_curves(output_dir: Path, probabilities: torch.Tensor, labels: torch.Tensor) -> None:
+    """ROC and precision-recall curves of the first class (``hot_dog``) against the rest."""
+    score, positive = probabilities[:, 0], (labels == 0).long()
+    fpr, tpr, thresholds = binary_roc(score, positive)
+    with (output_dir / ROC_FILE).open("w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["fpr", "tpr", "threshold"])
+        writer.writerows(zip(fpr.tolist(), tpr.tolist(), thresholds.tolist(), strict=True))
+    precision, recall, _ = binary_precision_recall_curve(score, positive)
+    with (output_dir / PR_FILE).open("w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["recall", "precision"])
+        writer.writerows(zip(recall.tolist(), precision.tolist(), strict=True))
+
+
+def write_report(
+    output_dir: Path,
+    probabilities: torch.Tensor,
+    labels: torch.Tensor,
+    files: Sequence[Path],
+    class_names: Sequence[str],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write metrics.json, the confusion matrix PNG, per-image predictions, misclassified files
+    and ROC / precision-recall curves; return the report."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    report = build_report(probabilities, labels, class_names) | (extra or {})
+    (output_dir / METRICS_FILE).write_text(json.dumps(report, indent=2) + "\n")
+    plot_confusion_matrix(
+        report["confusion_matrix"]["rows_true_cols_predicted"],
+        class_names,
+        output_dir / CONFUSION_FILE,
+    )
+    predictions = probabilities.argmax(dim=-1)
+    _write_curves(output_dir, probabilities, labels)
+    with (output_dir / PREDICTIONS_FILE).open("w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["file", "actual", "predicted"])
+        for i, path in enumerate(files):
+            writer.writerow([str(path), class_names[labels[i]], class_names[predictions[i]]])
+    with (output_dir / MISCLASSIFIED_FILE).open("w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["file", "true", "predicted", *(f"p_{name}" for name in class_names)])
+        for i in torch.nonzero(predictions != labels).flatten().tolist():
+            writer.writerow(
+                [
+                    str(files[i]),
+                    class_names[labels[i]],
+                    class_names[predictions[i]],
+                    *(f"{p:.4f}" for p in probabilities[i].tolist()),
+                ]
+            )
+    return report

@@ -1,0 +1,1 @@
+"""The inference service: FastAPI + uvicorn around an exported model (see the README)."""

@@ -1,0 +1,69 @@
+"""Start the service: ``python -m hotdog.serve [--model URI] [--port N] ...``.
+
+Options override the HOTDOG_* environment variables (see ``hotdog.serve.settings``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from hotdog.errors import exit_on_user_error
+from hotdog.serve.settings import ENV_PREFIX, Settings
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m hotdog.serve", description=__doc__)
+    parser.add_argument("--model", dest="model_uri", help="path or gs:// URI of the model")
+    parser.add_argument("--backend", choices=["onnx", "torch"])
+    parser.add_argument("--host")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--workers", type=int)
+    parser.add_argument("--threads", type=int)
+    args = parser.parse_args(argv)
+    for name, value in vars(args).items():
+        if value is not None:
+            os.environ[ENV_PREFIX + name.upper()] = str(value)  # worker processes read them too
+
+    with exit_on_user_error():
+        settings = Settings.from_env()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+    import uvicorn
+
+    options = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "access_log": settings.access_log,
+        "timeout_graceful_shutdown": 10,
+    }
+    if settings.workers > 1:
+        # Each worker process imports the app and loads its own model.
+        uvicorn.run("hotdog.serve.app:app", workers=settings.workers, **options)
+        return
+
+    from hotdog.serve.app import create_app
+
+    failure: list[str] = []
+    server: uvicorn.Server | None = None
+
+    def stop(reason: str) -> None:
+        failure.append(reason)
+        if server is not None:
+            server.should_exit = True
+
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, on_load_failure=stop), **options))
+    server.run()
+    if failure:
+        print(f"error: {failure[0]}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

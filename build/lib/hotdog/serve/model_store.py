@@ -1,0 +1,86 @@
+"""Fetch a model and its sidecar from a local path or a ``gs://`` URI, and check they match."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hotdog.errors import HotdogError
+
+
+class ModelLoadError(HotdogError):
+    """The model named by HOTDOG_MODEL_URI cannot be fetched or does not match its sidecar."""
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    uri: str
+    data: bytes
+    sidecar: dict[str, Any]
+
+
+def sidecar_uri(uri: str) -> str:
+    return uri + ".json"
+
+
+def _is_remote(uri: str) -> bool:
+    return "://" in uri and not uri.startswith("file://")
+
+
+def read_bytes(uri: str) -> bytes:
+    """The bytes at a local path or fsspec URL, or a :class:`ModelLoadError` in one sentence."""
+    if not _is_remote(uri):
+        path = Path(uri.removeprefix("file://"))
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise ModelLoadError(
+                f"{path} does not exist; export a model with `python -m hotdog.export CKPT` "
+                "or set HOTDOG_MODEL_URI to one."
+            ) from None
+        except OSError as error:
+            raise ModelLoadError(f"{path} cannot be read ({error.strerror}).") from None
+    try:
+        import fsspec
+
+        with fsspec.open(uri, "rb") as file:
+            return file.read()
+    except FileNotFoundError:
+        raise ModelLoadError(
+            f"{uri} does not exist; upload the model and its .json sidecar there, "
+            "or set HOTDOG_MODEL_URI to where they are."
+        ) from None
+    except ImportError as error:
+        raise ModelLoadError(
+            f"Reading {uri} needs {error.name}; install the serving extra: "
+            "pip install 'hotdog[serve]'."
+        ) from None
+    except Exception as error:  # gcsfs raises many types for auth and network failures
+        raise ModelLoadError(
+            f"{uri} cannot be read ({type(error).__name__}: {error}); check the bucket name and "
+            "that credentials are available (GOOGLE_APPLICATION_CREDENTIALS or the service "
+            "account of the machine)."
+        ) from None
+
+
+def fetch_model(uri: str) -> ModelArtifact:
+    """The exported model at ``uri`` with its sidecar, after checking the model's SHA-256."""
+    data = read_bytes(uri)
+    raw_sidecar = read_bytes(sidecar_uri(uri))
+    try:
+        sidecar = json.loads(raw_sidecar)
+        expected = sidecar["sha256"]
+    except (ValueError, KeyError, TypeError):
+        raise ModelLoadError(
+            f"{sidecar_uri(uri)} is not a model sidecar; re-export the model with hotdog.export."
+        ) from None
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        raise ModelLoadError(
+            f"{uri} has SHA-256 {actual[:12]}… but its sidecar expects {expected[:12]}…; the "
+            "model or the sidecar was changed or only half copied: copy both files again."
+        )
+    return ModelArtifact(uri=uri, data=data, sidecar=sidecar)

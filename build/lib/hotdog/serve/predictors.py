@@ -1,0 +1,120 @@
+"""Model runtimes behind the service: onnxruntime (default, no PyTorch) or a PyTorch checkpoint.
+
+Both take a batch of normalised NCHW float32 images and return class probabilities, and both
+describe themselves with the same metadata, so the rest of the service does not care which runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from hotdog.data.preprocessing import DataConfig
+from hotdog.serve.model_store import ModelLoadError, fetch_model, read_bytes
+from hotdog.serve.settings import Settings
+
+
+class Predictor(Protocol):
+    class_names: list[str]
+    data_config: DataConfig
+    metadata: dict[str, Any]
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities, shape (N, classes), for normalised images of shape (N, 3, H, W)."""
+        ...
+
+
+class OnnxPredictor:
+    """An exported ONNX model (float32 or int8) run by onnxruntime on the CPU."""
+
+    def __init__(self, settings: Settings) -> None:
+        import onnxruntime as ort
+
+        artifact = fetch_model(settings.model_uri)
+        sidecar = artifact.sidecar
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = settings.threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        # Busy-waiting threads would take CPU from request parsing and image decoding.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self.session = ort.InferenceSession(
+                artifact.data, options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as error:  # onnxruntime raises its own untyped errors
+            raise ModelLoadError(
+                f"{settings.model_uri} is not a usable ONNX model ({error}); re-export it."
+            ) from None
+        self.input_name = sidecar.get("input_name", "image")
+        self.output_name = sidecar.get("output_name", "probabilities")
+        self.class_names = list(sidecar["class_names"])
+        self.data_config = DataConfig.from_dict(sidecar["data_config"])
+        self.metadata = {
+            key: sidecar.get(key)
+            for key in (
+                "version",
+                "precision",
+                "backbone",
+                "class_names",
+                "data_config",
+                "tta_hflip",
+                "test_accuracy",
+                "test_images",
+                "sha256",
+                "source_checkpoint",
+                "exported_at",
+            )
+        }
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        return self.session.run([self.output_name], {self.input_name: images})[0]
+
+
+class TorchPredictor:
+    """A checkpoint written by ``hotdog.train``, run in PyTorch (needs the ``train`` extra)."""
+
+    def __init__(self, settings: Settings) -> None:
+        try:
+            import torch
+
+            from hotdog.models import load_classifier
+        except ImportError as error:
+            raise ModelLoadError(
+                f"HOTDOG_BACKEND=torch needs {error.name}; install 'hotdog[train]' or use the "
+                "onnx backend with an exported model."
+            ) from None
+        torch.set_num_threads(settings.threads)
+        data = read_bytes(settings.model_uri)
+        with tempfile.TemporaryDirectory() as scratch:
+            path = Path(scratch) / "model.ckpt"
+            path.write_bytes(data)
+            self.model = load_classifier(path)
+        self._torch = torch
+        info = self.model.inference_info()
+        self.class_names = list(info["class_names"])
+        self.data_config = self.model.data_config
+        digest = hashlib.sha256(data).hexdigest()
+        self.metadata = {
+            "version": f"{info['backbone']}-torch-{digest[:12]}",
+            "precision": "fp32",
+            "backbone": info["backbone"],
+            "class_names": self.class_names,
+            "data_config": info["data_config"],
+            "tta_hflip": info["tta_hflip"],
+            "sha256": digest,
+        }
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        with self._torch.inference_mode():
+            return self.model.predict_proba(self._torch.from_numpy(images)).float().numpy()
+
+
+def load_predictor(settings: Settings) -> Predictor:
+    if settings.backend == "torch":
+        return TorchPredictor(settings)
+    return OnnxPredictor(settings)

@@ -1,0 +1,89 @@
+"""The classifier as a service: decode uploads, run the model, shape the answers.
+
+Everything here runs in worker threads, never on the event loop: decoding and the model release
+the GIL, so the loop keeps accepting requests while images are classified.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from hotdog.data.images import UnreadableImageError, decode_image
+from hotdog.data.preprocessing import preprocess_array
+from hotdog.serve.predictors import Predictor
+
+# Pillow's names of the formats a photo upload may have (MPO: JPEGs from many phone cameras).
+ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
+
+
+@dataclass(frozen=True)
+class Upload:
+    filename: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The answer for one upload: a prediction, or the reason the image was refused."""
+
+    filename: str
+    prediction: dict[str, Any] | None = None
+    error: UnreadableImageError | None = None
+
+
+class ClassifierService:
+    def __init__(self, predictor: Predictor, max_pixels: int) -> None:
+        self.predictor = predictor
+        self.max_pixels = max_pixels
+        self.class_names = predictor.class_names
+        self.version = str(predictor.metadata.get("version"))
+
+    def warm_up(self, runs: int = 2) -> None:
+        """Run the model on blank input so the first request does not pay for lazy setup."""
+        size = self.predictor.data_config.input_size
+        blank = np.zeros((1, 3, size, size), dtype=np.float32)
+        for _ in range(runs):
+            self.predictor.predict(blank)
+
+    def decode(self, upload: Upload) -> np.ndarray:
+        config = self.predictor.data_config
+        image = decode_image(
+            upload.data,
+            source=upload.filename,
+            min_short_side=config.resize_size,
+            max_pixels=self.max_pixels,
+            formats=ACCEPTED_FORMATS,
+        )
+        return preprocess_array(image, config)
+
+    def classify(self, uploads: list[Upload]) -> tuple[list[Outcome], float]:
+        """Outcomes in upload order, and the seconds spent decoding and running the model."""
+        started = time.perf_counter()
+        arrays: list[np.ndarray] = []
+        readable: list[int] = []
+        outcomes: list[Outcome] = []
+        for index, upload in enumerate(uploads):
+            try:
+                arrays.append(self.decode(upload))
+            except UnreadableImageError as error:
+                outcomes.append(Outcome(upload.filename, error=error))
+                continue
+            readable.append(index)
+            outcomes.append(Outcome(upload.filename))
+        if arrays:
+            probabilities = self.predictor.predict(np.stack(arrays))
+            for index, row in zip(readable, probabilities.tolist(), strict=True):
+                outcomes[index] = Outcome(uploads[index].filename, self.encode(row))
+        return outcomes, time.perf_counter() - started
+
+    def encode(self, probabilities: list[float]) -> dict[str, Any]:
+        best = max(range(len(probabilities)), key=probabilities.__getitem__)
+        return {
+            "label": self.class_names[best],
+            "probability": probabilities[best],
+            "probabilities": dict(zip(self.class_names, probabilities, strict=True)),
+        }

@@ -1,0 +1,61 @@
+"""What a run records about itself: the resolved config, the code version, the command."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+import hotdog
+
+
+def git_revision(cwd: Path | None = None) -> dict[str, Any]:
+    """Commit and dirty flag of the checkout, or ``None`` values outside a git checkout."""
+    cwd = cwd or Path(hotdog.__file__).resolve().parent
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def run_info() -> dict[str, Any]:
+    return {
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": sys.argv,
+        "git": git_revision(),
+        "hotdog": hotdog.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "host_cpus": torch.get_num_threads(),
+    }
+
+
+def save_run_files(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    """Write ``config.yaml`` (resolved) and ``run.json`` into the run folder.
+
+    Only the first process writes: DDP re-runs the command for the others with extra arguments.
+    """
+    info = run_info()
+    if int(os.environ.get("LOCAL_RANK", "0")) != 0 or int(os.environ.get("NODE_RANK", "0")) != 0:
+        return info
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (output_dir / "run.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info
