@@ -1,1 +1,0 @@
-"""The DVC pipeline's stages that are not training or evaluation: data preparation."""

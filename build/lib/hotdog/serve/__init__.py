@@ -1,1 +1,0 @@
-"""The inference service: FastAPI + uvicorn around an exported model (see the README)."""
