@@ -18,7 +18,7 @@ import random
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +34,7 @@ from hotdog.data.images import read_image
 from hotdog.data.preprocessing import DataConfig, preprocess_array
 from hotdog.errors import HotdogError, exit_on_user_error
 from hotdog.models import HotdogClassifier, load_classifier
+from hotdog.serve.model_store import sidecar_uri
 
 log = logging.getLogger("hotdog.export")
 
@@ -80,8 +81,8 @@ def sha256_of(path: Path) -> str:
 
 
 def sidecar_path(model_path: Path) -> Path:
-    """Where a model's metadata lives: next to it, with ``.json`` appended."""
-    return model_path.with_name(model_path.name + ".json")
+    """Where a model's metadata lives: next to it, as the service looks for it."""
+    return Path(sidecar_uri(str(model_path)))
 
 
 def _default_data_root(checkpoint: Path) -> Path | None:
@@ -101,36 +102,34 @@ def _arrays(paths: Sequence[Path], data_config: DataConfig) -> Iterator[np.ndarr
         yield preprocess_array(image, data_config)[None]
 
 
-def _session(path: Path, threads: int = 0) -> Any:
+def _session(path: Path) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
     options.log_severity_level = 3  # quiet the optimizer's notes about unused initializers
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _onnx_probabilities(
-    session: Any, paths: Sequence[Path], data_config: DataConfig, batch_size: int = 16
+def _probabilities(
+    run: Callable[[np.ndarray], np.ndarray], images: np.ndarray, batch_size: int = 16
 ) -> np.ndarray:
-    rows = []
-    arrays = list(_arrays(paths, data_config))
-    for start in range(0, len(arrays), batch_size):
-        batch = np.concatenate(arrays[start : start + batch_size])
-        rows.append(session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0])
-    return np.concatenate(rows)
+    """``run`` (a model) over ``images`` (N, 3, H, W) in batches."""
+    return np.concatenate(
+        [run(images[start : start + batch_size]) for start in range(0, len(images), batch_size)]
+    )
 
 
-@torch.inference_mode()
-def _torch_probabilities(
-    model: ProbabilityModel, paths: Sequence[Path], data_config: DataConfig, batch_size: int = 16
-) -> np.ndarray:
-    rows = []
-    arrays = list(_arrays(paths, data_config))
-    for start in range(0, len(arrays), batch_size):
-        batch = torch.from_numpy(np.concatenate(arrays[start : start + batch_size]))
-        rows.append(model(batch).numpy())
-    return np.concatenate(rows)
+def _onnx_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    session = _session(path)
+    return lambda batch: session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+
+
+def _torch_runner(model: ProbabilityModel) -> Callable[[np.ndarray], np.ndarray]:
+    def run(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return model(torch.from_numpy(batch)).numpy()
+
+    return run
 
 
 def export_onnx(model: ProbabilityModel, input_size: int, path: Path) -> None:
@@ -296,8 +295,9 @@ def export(
     network = ProbabilityModel(classifier, tta_hflip).eval()
     log.info("exporting %s to %s", checkpoint, fp32_path)
     export_onnx(network, data_config.input_size, fp32_path)
-    reference = _torch_probabilities(network, test_files, data_config)
-    fp32 = _onnx_probabilities(_session(fp32_path), test_files, data_config)
+    test_images = np.concatenate(list(_arrays(test_files, data_config)))  # decoded once
+    reference = _probabilities(_torch_runner(network), test_images)
+    fp32 = _probabilities(_onnx_runner(fp32_path), test_images)
     fp32_difference = float(np.abs(fp32 - reference).max())
     if fp32_difference > MAX_FP32_PROBABILITY_DIFFERENCE:
         fp32_path.unlink()
@@ -312,7 +312,7 @@ def export(
 
     log.info("quantizing to int8 with %d calibration images", len(calibration))
     quantize_int8(fp32_path, int8_path, calibration, data_config)
-    int8 = _onnx_probabilities(_session(int8_path), test_files, data_config)
+    int8 = _probabilities(_onnx_runner(int8_path), test_images)
     accuracy["int8"] = float((int8.argmax(1) == labels).mean())
     agreement = float((int8.argmax(1) == fp32.argmax(1)).mean())
 

@@ -169,7 +169,7 @@ def live_server(exported_model: Path) -> Iterator[str]:
 
 
 @contextmanager
-def gcs_emulator(directory: Path, bucket: str) -> Iterator[str]:
+def start_gcs_emulator(directory: Path, bucket: str) -> Iterator[str]:
     """A Google Cloud Storage API server on 127.0.0.1 with ``bucket``; yields its URL."""
     port = free_port()
     command = [str(Path(sys.executable).with_name("gcp-storage-emulator")), "-d", str(directory)]
@@ -196,5 +196,5 @@ def gcs_emulator(directory: Path, bucket: str) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A GCS emulator with the bucket ``hotdog-models``."""
-    with gcs_emulator(tmp_path_factory.mktemp("gcs-models"), "hotdog-models") as url:
+    with start_gcs_emulator(tmp_path_factory.mktemp("gcs-models"), "hotdog-models") as url:
         yield url

@@ -9,11 +9,12 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, start_gcs_emulator
 
 DVC = str(Path(sys.executable).with_name("dvc"))
 # Enough to exercise every stage quickly: a frozen epoch and a full one on the 32 sample photos.
@@ -168,39 +169,10 @@ def test_a_corrupt_raw_image_stops_prepare_naming_it(project: Path):
 
 
 @pytest.fixture(scope="module")
-def gcs_emulator(tmp_path_factory: pytest.TempPathFactory):
+def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Google Cloud Storage API server on 127.0.0.1 with the bucket of .dvc/config."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("gcp-storage-emulator")),
-            "-d",
-            str(tmp_path_factory.mktemp("gcs")),
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--default-bucket",
-            "hotdog-mlops",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.2)
-    yield f"http://127.0.0.1:{port}"
-    server.terminate()
-    server.wait(timeout=10)
+    with start_gcs_emulator(tmp_path_factory.mktemp("gcs"), "hotdog-mlops") as url:
+        yield url
 
 
 def _use_emulator(project: Path, endpoint: str) -> None:

@@ -23,6 +23,7 @@ class ModelArtifact:
 
 
 def sidecar_uri(uri: str) -> str:
+    """A model's metadata lives next to it, with ``.json`` appended (``model.onnx.json``)."""
     return uri + ".json"
 
 
