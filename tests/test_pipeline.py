@@ -104,6 +104,29 @@ def test_changing_a_training_parameter_reruns_only_train_and_evaluate(project: P
     assert "lr: 0.001" in (project / "params.yaml").read_text()
 
 
+@pytest.mark.slow
+def test_exp_run_switches_a_config_group(project: Path):
+    """`-S model=resnet18` picks another Hydra config group option, as on the command line."""
+    import torch
+
+    overrides = ["-S", "model=resnet18", "-S", "optimizer.lr=3e-4"]
+    # No model hub here: resnet18 trains from scratch; its int8 export is not gated.
+    overrides += ["-S", "model.pretrained=false", "-S", "export.max_int8_drop=100"]
+    _run(DVC, "exp", "run", *SAMPLE_RUN, *overrides, cwd=project)
+    params = (project / "params.yaml").read_text()
+    assert "backbone: resnet18" in params and "lr: 0.0003" in params
+    checkpoint = torch.load(
+        project / "models" / "train" / "checkpoints" / "best.ckpt",
+        map_location="cpu",
+        weights_only=False,
+    )
+    assert checkpoint["hotdog_inference"]["backbone"] == "resnet18"
+    sidecar = json.loads((project / "models" / "export" / "model.onnx.json").read_text())
+    assert sidecar["backbone"] == "resnet18"
+    shown = json.loads(_run(DVC, "exp", "show", "--json", cwd=project).stdout)
+    assert "resnet18" in json.dumps(shown)
+
+
 def _wait_for_queue(project: Path, timeout: float, no_worker: float = 60) -> str:
     """Poll `dvc queue status` until no task is queued or running; its last output.
 
