@@ -36,14 +36,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     import uvicorn
 
-    options = {
-        "host": settings.host,
-        "port": settings.port,
-        "log_level": settings.log_level,
-        "access_log": settings.access_log,
-        # On SIGTERM uvicorn stops accepting and lets requests in flight finish this long.
-        "timeout_graceful_shutdown": settings.shutdown_grace_s,
-    }
     from hotdog.serve.app import create_app
 
     failure: list[str] = []
@@ -54,7 +46,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         if server is not None:
             server.should_exit = True
 
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, on_load_failure=stop), **options))
+    config = uvicorn.Config(
+        create_app(settings, on_load_failure=stop),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=settings.access_log,
+        # On SIGTERM uvicorn stops accepting and lets requests in flight finish this long.
+        timeout_graceful_shutdown=round(settings.shutdown_grace_s),
+    )
+    server = uvicorn.Server(config)
     # uvicorn shuts down gracefully on SIGTERM, then raises it again under the handler that was
     # there before; with this one the process exits 0 (a clean stop, as platforms expect).
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
