@@ -226,6 +226,7 @@ def test_metrics_count_requests_predictions_and_refusals(live_server: str):
     assert value(r'hotdog_rejected_uploads_total\{reason="unsupported"\}') >= 1
     assert 0 < value("hotdog_model_load_seconds") < 60
     assert value("hotdog_http_requests_in_flight") == 1  # this very request
+    assert value("hotdog_request_body_bytes_held") == 0  # no upload under way
     assert re.search(r'^hotdog_model_info\{.*precision="int8".*\} 1\.0$', text, re.M)
 
 
