@@ -30,8 +30,18 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     build = tmp_path_factory.mktemp("build-tree")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
-        + ["-w", str(out), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            out,
+            ROOT,
+        ],
         check=True,
         capture_output=True,
         env={**os.environ, "TMPDIR": str(build)},
@@ -75,8 +85,17 @@ def test_train_cli_from_a_wheel_in_a_fresh_venv(wheel: Path, tmp_path: Path):
         ).stdout.strip()
     )
     subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q"]
-        + ["--no-deps", str(wheel)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--python",
+            venv / "bin" / "python",
+            wheel,
+        ],
         check=True,
         capture_output=True,
         env=env,
