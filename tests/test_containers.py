@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,11 +31,15 @@ from tests.containers import (
 pytestmark = pytest.mark.container
 
 API_DOCKERFILE = "dockerfiles/api.dockerfile"
+TRAIN_DOCKERFILE = "dockerfiles/train.dockerfile"
+# This machine's copy of the package index's PyTorch and CUDA wheels (~4 GB): served to the
+# build so it need not download them again. Elsewhere the build takes them from the index.
+LOCAL_TORCH_INDEX = Path("/opt/pypi-more/simple/torch")
 API_SIZE_LIMIT = 400_000_000  # bytes, as `docker images` counts them
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 # What an image may be built from: the files .dockerignore lets through, nothing else.
 CONTEXT_FILES = ("pyproject.toml", "README.md", ".dockerignore")
-CONTEXT_FOLDERS = ("requirements", "configs", "hotdog", "dockerfiles")
+CONTEXT_FOLDERS = ("requirements", "configs", "hotdog", "dockerfiles", "data/sample")
 
 
 @pytest.fixture(scope="session")
@@ -51,8 +57,8 @@ def docker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerEngine]:
 
 @pytest.fixture(scope="session")
 def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small model that still tells hot dogs apart: EfficientNet-Lite0's ImageNet features at
-    128 px with a head trained on the sample, exported to int8."""
+    """A small model that still tells hot dogs apart: EfficientNet-Lite0's ImageNet features with
+    a head trained on the sample (about 87 % on its 40 test photos), exported to int8."""
     from hydra import compose, initialize_config_dir
 
     from hotdog.export import export
@@ -67,10 +73,10 @@ def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 f"data.root={SAMPLE}",
                 "logger=none",
                 "model=efficientnet_lite0",
-                "model.image_size=128",
                 "model.tta_hflip=false",
-                "model.freeze_backbone_epochs=3",
-                "trainer.max_epochs=3",
+                "model.freeze_backbone_epochs=4",
+                "trainer.max_epochs=4",
+                "data.batch_size=8",
                 "trainer.precision=32-true",
                 "test=false",
             ],
@@ -158,11 +164,11 @@ def remove(docker: DockerEngine, container: str) -> None:
 
 
 def photos() -> list[tuple[Path, str]]:
-    """The first four test photos of each class in the shipped sample, with their labels."""
+    """The shipped sample's test photos with their labels: what the export measured on."""
     return [
         (path, label)
         for label in ("hot_dog", "not_hot_dog")
-        for path in sorted((SAMPLE / "test" / label).glob("*.jpg"))[:4]
+        for path in sorted((SAMPLE / "test" / label).glob("*.jpg"))
     ]
 
 
@@ -177,7 +183,9 @@ def test_api_image_is_small_torch_free_and_unprivileged(docker: DockerEngine, ap
     assert answer[0] != "0" and answer[1] == "True"
 
 
-def test_baked_api_image_answers_photos_on_cloud_runs_port(docker: DockerEngine, api_images):
+def test_baked_api_image_answers_photos_on_cloud_runs_port(
+    docker: DockerEngine, api_images, tiny_export: Path
+):
     port = free_port()
     container = run_detached(docker, api_images["baked"], {"PORT": str(port)})
     url = f"http://127.0.0.1:{port}"
@@ -190,7 +198,11 @@ def test_baked_api_image_answers_photos_on_cloud_runs_port(docker: DockerEngine,
         ]
         assert all(answer.status_code == 200 for answer, _ in answers)
         correct = sum(answer.json()["label"] == label for answer, label in answers)
-        assert correct >= 7, [answer.json() for answer, _ in answers]
+        # The container gets the photos right as often as the export measured outside it
+        # (same model, same preprocessing); one photo of slack for decoder differences.
+        measured = json.loads((tiny_export / "model.int8.onnx.json").read_text())["test_accuracy"]
+        assert correct / len(answers) >= 0.8
+        assert abs(correct - measured * len(answers)) <= 1, (correct, measured)
         # The image's own health check, as Docker (and a reader of the Dockerfile) runs it.
         check = json.loads(
             docker("inspect", "--format", "{{json .Config.Healthcheck.Test}}", container).stdout
@@ -245,3 +257,70 @@ def test_api_image_without_a_model_stops_with_one_sentence(docker: DockerEngine,
     assert result.returncode != 0
     assert "/models/missing.onnx does not exist" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="session")
+def torch_index() -> Iterator[list[str]]:
+    """Build arguments that take PyTorch from this machine's wheel folder, when it has one."""
+    if not LOCAL_TORCH_INDEX.is_dir():
+        yield []
+        return
+    port = free_port()
+    root = LOCAL_TORCH_INDEX.parents[2]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind=127.0.0.1", f"--directory={root}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        index = LOCAL_TORCH_INDEX.parent.relative_to(root)
+        yield [f"--build-arg=TORCH_INDEX_URL=http://127.0.0.1:{port}/{index}"]
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+@pytest.fixture(scope="session")
+def train_image(docker: DockerEngine, build_context: Path, torch_index: list[str]) -> str:
+    seconds = build(docker, build_context, TRAIN_DOCKERFILE, "hotdog-train:test", *torch_index)
+    size = docker.image_size("hotdog-train:test") / 1e9
+    print(f"\ntraining image built in {seconds:.0f} s, {size:.2f} GB")
+    return "hotdog-train:test"
+
+
+def test_training_image_trains_on_its_embedded_sample(
+    docker: DockerEngine, train_image: str, tmp_path: Path
+):
+    """`docker run IMAGE OVERRIDES`: Hydra overrides as arguments, as a non-root user, the run
+    folder on a mounted volume."""
+    out = tmp_path / "runs"
+    out.mkdir()
+    out.chmod(0o777)  # the container's user owns nothing on the host
+    result = docker(
+        "run",
+        "--rm",
+        "--network=none",
+        f"--volume={out}:/out",
+        train_image,
+        "logger=csv",
+        "model=mobilenetv3_small_100",
+        "model.pretrained=false",
+        "model.image_size=64",
+        "model.tta_hflip=false",
+        "trainer.max_epochs=1",
+        "trainer.precision=32-true",
+        "paths.output_dir=/out/run",
+        check=False,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = out / "run"
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["counts"]["images"] == 40  # the sample's test split, from inside the image
+    assert (run / "checkpoints" / "last.ckpt").stat().st_uid == 10001
+    config = json.loads(
+        docker("image", "inspect", "--format", "{{json .Config}}", train_image).stdout
+    )
+    assert config["User"] == "10001:10001"
+    assert config["Entrypoint"] == ["python3", "-m", "hotdog.train"]
