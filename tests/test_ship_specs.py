@@ -79,7 +79,7 @@ def test_nothing_is_pushed_or_deployed_before_the_smoke_tests():
     assert not any("waitFor" in step for step in config["steps"])  # strictly in order
     for smoke in ("smoke-test-api", "smoke-test-train"):
         assert order.index(smoke) < order.index("push") < order.index("deploy-api")
-    assert order.index("push-train") < order.index("deploy-api")
+    assert order.index("push-train") < order.index("render-service") < order.index("deploy-api")
     pushes = [s for s in config["steps"] if s["id"].startswith("push")]
     assert all("--all-tags" in s["args"] for s in pushes)  # the commit tag and latest
     builds = [s for s in config["steps"] if s["id"].startswith("build")]
