@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +10,8 @@ import pytest
 import yaml
 
 from hotdog.cloud import release
+from hotdog.core.artifact import InferenceInfo, ModelMetadata
+from hotdog.core.preprocessing import DataConfig
 from tests.conftest import ROOT, start_gcs_emulator
 
 BUCKET = "gs://hotdog-models"
@@ -31,8 +32,11 @@ def export_dir(tmp_path: Path, content: bytes) -> Path:
     folder = tmp_path / f"export-{hashlib.sha256(content).hexdigest()[:6]}"
     folder.mkdir()
     (folder / "model.int8.onnx").write_bytes(content)
-    sidecar = {"sha256": hashlib.sha256(content).hexdigest(), "precision": "int8"}
-    (folder / "model.int8.onnx.json").write_text(json.dumps(sidecar))
+    inference = InferenceInfo(
+        ("hot_dog", "not_hot_dog"), "tf_efficientnet_lite0", DataConfig(), False
+    )
+    sidecar = ModelMetadata(inference, "v", "int8", hashlib.sha256(content).hexdigest())
+    (folder / "model.int8.onnx.json").write_text(sidecar.to_json())
     return folder
 
 

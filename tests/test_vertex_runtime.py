@@ -22,7 +22,7 @@ from hotdog.cloud.vertex_runtime import (
     load_wandb_key,
     save_model_outputs,
 )
-from hotdog.errors import HotdogError
+from hotdog.core.errors import HotdogError
 from tests.conftest import ROOT, SAMPLE, free_port
 
 TINY = [

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from lightning.fabric.plugins.environments import LightningEnvironment
 
-from hotdog.errors import HotdogError
+from hotdog.core.errors import HotdogError
 
 # Pools 2 and 3 are parameter servers/reduction servers and evaluators: not part of DDP.
 TRAINING_POOLS = ("workerpool0", "workerpool1")

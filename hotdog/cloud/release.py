@@ -20,8 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hotdog.errors import HotdogError, exit_on_user_error
-from hotdog.serve.model_store import ModelLoadError, fetch_model, read_bytes, sidecar_uri
+from hotdog.core.artifact import sidecar_uri
+from hotdog.core.errors import HotdogError, exit_on_user_error
+from hotdog.serve.model_store import ModelLoadError, fetch_model, read_bytes
 
 MODEL_NAME = "model.int8.onnx"
 SERVICE_TEMPLATE = Path("deploy/cloudrun/service.yaml")
@@ -49,10 +50,10 @@ def publish(export_dir: Path, bucket: str, version: str | None = None) -> str:
     """Upload the checked int8 model and its sidecar to a new version; return its folder URI."""
     model = export_dir / MODEL_NAME
     try:
-        artifact = fetch_model(str(model))  # the checksum check the service does at start
-    except ModelLoadError as error:
+        artifact = fetch_model(str(model))  # the checks the service does at start
+    except HotdogError as error:
         raise ReleaseError(f"Nothing to publish: {error}") from None
-    version = version or time.strftime("%Y%m%d-%H%M%S-") + artifact.sidecar["sha256"][:8]
+    version = version or time.strftime("%Y%m%d-%H%M%S-") + artifact.metadata.sha256[:8]
     target = version_uri(bucket, version)
     fs = _fs(target)
     if fs.exists(f"{target}/{MODEL_NAME}"):
@@ -94,7 +95,7 @@ def deploy(
     model_uri = f"{version_uri(bucket, version)}/{MODEL_NAME}"
     try:
         fetch_model(model_uri)
-    except ModelLoadError as error:
+    except HotdogError as error:
         raise ReleaseError(f"Version {version} cannot be deployed: {error}") from None
     out.write_text(render_service(template.read_text(), image, model_uri, service_account))
     record_release(bucket, {"version": version, "image": image})

@@ -20,7 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from hotdog.errors import HotdogError, exit_on_user_error
+from hotdog.core.errors import HotdogError, exit_on_user_error
 
 CONFIG_MODULE = "hotdog.configs"
 # Machine families Vertex AI custom training offers, and the family each GPU needs.

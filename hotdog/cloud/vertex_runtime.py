@@ -25,7 +25,7 @@ from typing import Any
 
 from omegaconf import DictConfig, open_dict
 
-from hotdog.errors import HotdogError
+from hotdog.core.errors import HotdogError
 
 log = logging.getLogger(__name__)
 
