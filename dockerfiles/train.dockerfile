@@ -15,7 +15,8 @@ FROM ${BUILDER_IMAGE} AS build
 ARG TORCH_INDEX_URL
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 RUN python3 -m venv /opt/venv
-COPY pyproject.toml README.md /src/
+# Only the file that pins PyTorch: the large layer below is rebuilt when the pins change.
+COPY pyproject.toml /src/
 # A network that intercepts TLS passes its CA as a build secret (never a layer):
 #   docker build --secret id=pip-ca,src=/etc/ssl/certs/ca-certificates.crt ...
 RUN --mount=type=secret,id=pip-ca \
@@ -31,6 +32,7 @@ COPY requirements/train.txt /tmp/train.txt
 RUN --mount=type=secret,id=pip-ca \
     if [ -f /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi \
     && /opt/venv/bin/pip install --require-hashes --no-deps -r /tmp/train.txt
+COPY README.md /src/
 COPY configs /src/configs
 COPY hotdog /src/hotdog
 RUN --mount=type=secret,id=pip-ca \

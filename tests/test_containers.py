@@ -93,8 +93,8 @@ def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def build_context(tmp_path_factory: pytest.TempPathFactory, tiny_export: Path) -> Path:
-    """The repository's build inputs, plus the tiny model where the pipeline puts its export."""
+def build_context(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The repository's build inputs (what .dockerignore lets through)."""
     context = tmp_path_factory.mktemp("context")
     for name in CONTEXT_FILES:
         shutil.copy(ROOT / name, context / name)
@@ -102,7 +102,6 @@ def build_context(tmp_path_factory: pytest.TempPathFactory, tiny_export: Path) -
         shutil.copytree(
             ROOT / name, context / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__")
         )
-    shutil.copytree(tiny_export, context / "models" / "export")
     return context
 
 
@@ -127,7 +126,9 @@ def build(docker: DockerEngine, context: Path, dockerfile: str, tag: str, *args:
 
 
 @pytest.fixture(scope="session")
-def api_images(docker: DockerEngine, build_context: Path) -> dict[str, str]:
+def api_images(docker: DockerEngine, build_context: Path, tiny_export: Path) -> dict[str, str]:
+    # The tiny model where the pipeline puts its export, for the baked image.
+    shutil.copytree(tiny_export, build_context / "models" / "export")
     seconds = build(
         docker, build_context, API_DOCKERFILE, "hotdog-api:baked", "--target=api-with-model"
     )
@@ -324,3 +325,57 @@ def test_training_image_trains_on_its_embedded_sample(
     )
     assert config["User"] == "10001:10001"
     assert config["Entrypoint"] == ["python3", "-m", "hotdog.train"]
+
+
+def test_training_image_as_two_vertex_replicas(
+    docker: DockerEngine, train_image: str, tmp_path: Path
+):
+    """Two containers, each given the environment Vertex AI sets in one replica of a 2-replica
+    job (CLUSTER_SPEC, AIP_CHECKPOINT_DIR and AIP_MODEL_DIR as gs:// URIs, the bucket mounted at
+    /gcs/), train one epoch together over gloo; the primary writes to the shared bucket."""
+    gcs = tmp_path / "gcs"
+    gcs.mkdir()
+    gcs.chmod(0o777)
+    port = free_port()
+    cluster = {"workerpool0": [f"127.0.0.1:{port}"], "workerpool1": [f"127.0.0.1:{port}"]}
+    containers = []
+    try:
+        for pool in ("workerpool0", "workerpool1"):
+            spec = {"cluster": cluster, "environment": "cloud", "task": {"type": pool, "index": 0}}
+            env = {
+                "CLUSTER_SPEC": json.dumps(spec),
+                "AIP_CHECKPOINT_DIR": "gs://bucket/job/checkpoints/",
+                "AIP_MODEL_DIR": "gs://bucket/job/model/",
+            }
+            flags = [f"--env={name}={value}" for name, value in env.items()]
+            containers.append(
+                docker(
+                    "run",
+                    "-d",
+                    "--network=host",
+                    f"--volume={gcs}:/gcs",
+                    *flags,
+                    train_image,
+                    "trainer=vertex_ddp",
+                    "trainer.num_nodes=2",
+                    "logger=csv",
+                    "model=mobilenetv3_small_100",
+                    "model.pretrained=false",
+                    "model.image_size=64",
+                    "model.tta_hflip=false",
+                    "model.freeze_backbone_epochs=0",
+                    "trainer.max_epochs=1",
+                    "trainer.precision=32-true",
+                    "test=false",
+                ).stdout.strip()
+            )
+        codes = [docker("wait", c, timeout=600).stdout.strip() for c in containers]
+        logs = [docker("logs", c).stderr for c in containers]
+        assert codes == ["0", "0"], [log[-2000:] for log in logs]
+        assert "GLOBAL_RANK: 1, MEMBER: 2/2" in logs[1]
+        job = gcs / "bucket" / "job"
+        assert sorted(p.name for p in (job / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+        assert (job / "model" / "model.ckpt").is_file()
+    finally:
+        for container in containers:
+            remove(docker, container)
