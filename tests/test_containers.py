@@ -7,6 +7,7 @@ between runs on a development machine; by default it lives in pytest's temporary
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from tests.conftest import ROOT, SAMPLE, copy_sample, free_port, start_gcs_emulator
 from tests.containers import (
@@ -240,6 +242,45 @@ def test_api_image_fetches_its_model_from_gcs_at_start(
             path, label = photos()[0]
             answer = httpx.post(f"{url}/predict", files={"file": path.open("rb")}, timeout=10)
             assert answer.json()["label"] == label
+        finally:
+            remove(docker, container)
+
+
+def test_api_image_on_vertex_ai(docker: DockerEngine, api_images, tiny_export: Path, tmp_path):
+    """The environment Vertex AI sets for the Model in deploy/vertex/model.yaml: the port, the
+    routes and the model folder (artifact_uri) as AIP_* variables; its prediction protocol."""
+    container_spec = yaml.safe_load((ROOT / "deploy" / "vertex" / "model.yaml").read_text())[
+        "container_spec"
+    ]
+    with start_gcs_emulator(tmp_path / "gcs", "hotdog-models") as gcs:
+        for name in ("model.int8.onnx", "model.int8.onnx.json"):
+            httpx.post(
+                f"{gcs}/upload/storage/v1/b/hotdog-models/o",
+                params={"uploadType": "media", "name": f"models/v1/{name}"},
+                content=(tiny_export / name).read_bytes(),
+            ).raise_for_status()
+        port = free_port()
+        env = {
+            "AIP_HTTP_PORT": str(port),
+            "AIP_PREDICT_ROUTE": container_spec["predict_route"],
+            "AIP_HEALTH_ROUTE": container_spec["health_route"],
+            "AIP_STORAGE_URI": "gs://hotdog-models/models/v1",
+            "STORAGE_EMULATOR_HOST": gcs,
+            "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+        }
+        container = run_detached(docker, api_images["plain"], env)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_ready(docker, container, url)
+            assert httpx.get(url + container_spec["health_route"]).status_code == 200
+            chosen = [photos()[0], photos()[-1]]
+            body = {
+                "instances": [{"b64": base64.b64encode(p.read_bytes()).decode()} for p, _ in chosen]
+            }
+            answer = httpx.post(url + container_spec["predict_route"], json=body, timeout=10)
+            assert answer.status_code == 200, answer.text
+            labels = [prediction["label"] for prediction in answer.json()["predictions"]]
+            assert labels == [label for _, label in chosen]
         finally:
             remove(docker, container)
 

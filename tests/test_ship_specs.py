@@ -17,6 +17,7 @@ from google.cloud import aiplatform_v1
 from google.cloud.devtools import cloudbuild_v1
 from google.protobuf import json_format
 
+from hotdog.serve.settings import Settings
 from tests.conftest import ROOT
 
 BIN = Path(sys.executable).parent
@@ -111,8 +112,11 @@ def test_vertex_model_spec_parses_into_the_model_type():
     model = aiplatform_v1.Model.pb()()
     json_format.ParseDict(spec, model)
     container = model.container_spec
-    assert container.predict_route == "/v1/models/hotdog:predict"
-    assert container.health_route == "/v1/models/hotdog"
+    # The routes the service answers when Vertex AI sets AIP_PREDICT_ROUTE/AIP_HEALTH_ROUTE to
+    # these; the same as its defaults, so the image also works where they are not set.
+    defaults = Settings.model_fields
+    assert container.predict_route == defaults["predict_route"].default
+    assert container.health_route == defaults["health_route"].default
     assert [p.container_port for p in container.ports] == [8080]
     assert model.artifact_uri.startswith("gs://")
 
