@@ -89,11 +89,11 @@ def test_train_cli_from_a_wheel_in_a_fresh_venv(wheel: Path, tmp_path: Path):
             sys.executable,
             "-m",
             "pip",
+            "--python",  # pip's option: before the command
+            venv / "bin" / "python",
             "install",
             "-q",
             "--no-deps",
-            "--python",
-            venv / "bin" / "python",
             wheel,
         ],
         check=True,
