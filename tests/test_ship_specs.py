@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ import yaml
 from google.cloud import aiplatform_v1
 from google.cloud.devtools import cloudbuild_v1
 from google.protobuf import json_format
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from hotdog.serve.settings import Settings
 from tests.conftest import ROOT
@@ -126,3 +129,26 @@ def test_docker_context_leaves_out_data_runs_and_environments():
     assert rules[rules.index("*") - 1].startswith("#")  # everything out, then an allow-list
     allowed = [r for r in rules if r.startswith("!")]
     assert not any(r.startswith(("!data/raw", "!.venv", "!runs", "!.git")) for r in allowed)
+
+
+def _locked(lock: Path) -> set[str]:
+    names = set()
+    for line in lock.read_text().splitlines():
+        if line and not line.startswith((" ", "#")) and "==" in line:
+            names.add(canonicalize_name(line.split("==")[0]))
+    return names
+
+
+@pytest.mark.parametrize(
+    ("lock", "extras"), [("serve.txt", ["serve"]), ("train.txt", ["train", "gcp"])]
+)
+def test_lock_files_cover_their_extras(lock: str, extras: list[str]):
+    """A dependency added to pyproject.toml without rerunning requirements/lock.sh would be
+    missing from the image: every requirement of the extras is pinned in its lock file."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [Requirement(r) for r in project["dependencies"]]
+    for extra in extras:
+        wanted += [Requirement(r) for r in project["optional-dependencies"][extra]]
+    names = {canonicalize_name(r.name) for r in wanted if r.name != "hotdog"}
+    names -= {"torch", "torchvision"}  # installed from the index that picks their build
+    assert names <= _locked(ROOT / "requirements" / lock), "run: bash requirements/lock.sh"
