@@ -20,6 +20,8 @@ from hotdog.errors import HotdogError, exit_on_user_error
 from hotdog.evaluate import test_and_report
 from hotdog.utils import instantiate_callbacks, instantiate_loggers, save_run_files
 from hotdog.utils.instantiate import quiet_console
+from hotdog.utils.quiet import quiet_third_parties
+from hotdog.utils.run_info import discard_run_folder_on_error
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +42,14 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         raise HotdogError(
             f"Checkpoint {resume} does not exist; pass the last.ckpt of the run to resume."
         )
-    info = save_run_files(cfg, output_dir)
+    quiet_third_parties()
 
     model = build_model(cfg)
     datamodule = instantiate(cfg.data, data_config=model.data_config.to_dict())
+    # Read the data now: a missing folder or a bad photo stops the run before anything is
+    # written or an experiment logger starts.
+    datamodule.setup("fit" if cfg.get("train", True) else "test")
+    info = save_run_files(cfg, output_dir)
     loggers = instantiate_loggers(cfg.get("logger"))
     callbacks = instantiate_callbacks(cfg.get("callbacks"), with_logger=bool(loggers))
     trainer_options: dict[str, Any] = {
@@ -64,7 +70,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
     if cfg.get("test", True):
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        if not best:
+        if not best and not trainer.fast_dev_run:  # fast_dev_run never saves checkpoints
             log.warning("No best checkpoint was saved; testing the current weights.")
         report = test_and_report(
             trainer,
@@ -101,7 +107,7 @@ def _plain(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    with exit_on_user_error():
+    with exit_on_user_error(), discard_run_folder_on_error():
         metrics, _ = train(cfg)
     metric = cfg.get("optimized_metric")
     return metrics.get(metric) if metric else None

@@ -171,7 +171,7 @@ class HotdogClassifier(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         loss, logits, labels = self._step(batch)
         self.train_loss(loss)
-        self.train_metrics(logits, labels)
+        self.train_metrics.update(logits, labels)  # computed once per epoch, when logged
         self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True, prog_bar=True)
         return loss
@@ -183,7 +183,7 @@ class HotdogClassifier(L.LightningModule):
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         loss, logits, labels = self._step(batch)
         self.val_loss(loss)
-        self.val_metrics(logits.float().softmax(-1), labels)
+        self.val_metrics.update(logits.float().softmax(-1), labels)
         self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log_dict(self.val_metrics, on_step=False, on_epoch=True, prog_bar=True)
 
@@ -196,7 +196,7 @@ class HotdogClassifier(L.LightningModule):
         loss, logits, labels = self._step(batch)
         probabilities = logits.float().softmax(-1)  # not bfloat16: AUROC needs the resolution
         self.test_loss(loss)
-        self.test_metrics(probabilities, labels)
+        self.test_metrics.update(probabilities, labels)
         self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
         self.log_dict(self.test_metrics, on_step=False, on_epoch=True)
         self._test_batches.append((batch[2].detach(), probabilities.detach()))
