@@ -315,7 +315,7 @@ def export(
     agreement = float((int8.argmax(1) == fp32.argmax(1)).mean())
 
     checkpoint_sha256 = sha256_of(checkpoint)
-    common = {
+    common: dict[str, Any] = {
         "classifier": classifier,
         "data_config": data_config,
         "tta_hflip": tta_hflip,

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from hotdog.core.errors import HotdogError, exit_on_user_error
 from hotdog.evaluate import test_and_report
+from hotdog.models import HotdogClassifier
 from hotdog.utils import instantiate_callbacks, instantiate_loggers, save_run_files
 from hotdog.utils.instantiate import quiet_console
 from hotdog.utils.quiet import quiet_third_parties
@@ -26,7 +27,7 @@ from hotdog.utils.run_info import discard_run_folder_on_error
 log = logging.getLogger(__name__)
 
 
-def build_model(cfg: DictConfig) -> L.LightningModule:
+def build_model(cfg: DictConfig) -> HotdogClassifier:
     optimizer = instantiate(cfg.optimizer) if cfg.get("optimizer") else None
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     return instantiate(cfg.model, optimizer=optimizer, scheduler=scheduler)
@@ -69,8 +70,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
 
     if cfg.get("test", True):
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        if not best and not trainer.fast_dev_run:  # fast_dev_run never saves checkpoints
+        checkpoint = trainer.checkpoint_callback
+        best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
+        if not best and not cfg.trainer.get("fast_dev_run"):  # fast_dev_run saves none
             log.warning("No best checkpoint was saved; testing the current weights.")
         report = test_and_report(
             trainer,

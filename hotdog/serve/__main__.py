@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from hotdog.core.errors import exit_on_user_error
 from hotdog.serve.settings import ENV_PREFIX, Settings
@@ -36,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     import uvicorn
 
-    options = {
+    options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
         "log_level": settings.log_level,

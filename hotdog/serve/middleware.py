@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Collection
 from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hotdog.serve.metrics import ServiceMetrics
 from hotdog.serve.refusals import error_response
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 async def _no_receive() -> dict[str, Any]:
@@ -68,7 +65,7 @@ class PayloadLimit:
         body = b"".join(chunks)
         replayed = False
 
-        async def replay() -> dict[str, Any]:
+        async def replay() -> Message:
             nonlocal replayed
             if not replayed:
                 replayed = True
@@ -95,7 +92,7 @@ class RequestMetrics:
         started = time.perf_counter()
         status = 500
 
-        async def send_with_status(message: dict[str, Any]) -> None:
+        async def send_with_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]

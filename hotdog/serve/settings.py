@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from typing import Any
 
 from hotdog.core.errors import HotdogError
 
@@ -66,7 +67,7 @@ class Settings:
                 raw, name = environ.get("PORT"), "PORT"
             if raw is None or raw == "":
                 continue
-            kind = type(field.default)
+            kind: type[Any] = type(field.default)
             try:
                 values[field.name] = _parse_bool(raw) if kind is bool else kind(raw)
             except ValueError:
