@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from hotdog.train import train
-from tests.conftest import copy_sample, run_cli
+from tests.conftest import copy_sample, run_cli, tiny
 
 
 def test_fast_dev_run(compose_train, tmp_path: Path, caplog):
@@ -26,7 +26,7 @@ def test_fast_dev_run(compose_train, tmp_path: Path, caplog):
 
 def test_metrics_do_not_warn_on_batches_of_one_class(compose_train):
     # One photo per validation batch: AUROC is computed over the epoch, never per batch.
-    overrides = ("data.eval_batch_size=1", "+trainer.limit_val_batches=3", "test=false")
+    overrides = ("data.eval_batch_size=1", "test=false")  # 8 validation photos, both classes
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         train(compose_train(*overrides, "model.freeze_backbone_epochs=1", "callbacks=none"))
@@ -170,9 +170,7 @@ def test_cli_multirun_sweeps_a_grid(tmp_path: Path):
         "-m",
         "hotdog.train",
         "-m",
-        "optimizer=adam,sgd",
-        "optimizer.lr=1e-3,3e-4",
-        "debug=fdr",
+        *tiny("optimizer=adam,sgd", "optimizer.lr=1e-3,3e-4", "debug=fdr"),
         f"paths.log_dir={tmp_path}",
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -192,14 +190,16 @@ def test_ddp_runs_two_cpu_processes(tmp_path: Path):
     done = run_cli(
         "-m",
         "hotdog.train",
-        "trainer=ddp",
-        f"data.root={data}",
-        "data.batch_size=2",
-        "data.val_fraction=0.25",
-        "trainer.max_epochs=2",  # a frozen epoch, then a full one, several steps each
-        "model.freeze_backbone_epochs=1",
-        "logger=csv",
-        f"paths.output_dir={out}",
+        *tiny(
+            "trainer=ddp",
+            f"data.root={data}",
+            "data.batch_size=2",
+            "data.val_fraction=0.25",
+            "trainer.max_epochs=2",  # a frozen epoch, then a full one, several steps each
+            "model.freeze_backbone_epochs=1",
+            "logger=csv",
+            f"paths.output_dir={out}",
+        ),
     )
     assert done.returncode == 0, done.stderr[-3000:]
     log = done.stdout + done.stderr
@@ -217,11 +217,13 @@ def test_optuna_sweep_runs_two_trials(tmp_path: Path):
     done = run_cli(
         "-m",
         "hotdog.train",
-        "hparams_search=optuna",
-        "hydra.sweeper.n_trials=2",
-        "hydra.sweeper.sampler.n_startup_trials=2",
-        "debug=fdr",
-        f"paths.log_dir={tmp_path}",
+        *tiny(
+            "hparams_search=optuna",
+            "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.sampler.n_startup_trials=2",
+            "debug=fdr",
+            f"paths.log_dir={tmp_path}",
+        ),
     )
     assert done.returncode == 0, done.stderr[-3000:]
     sweep = next((tmp_path / "debug" / "multirun").iterdir())
