@@ -71,7 +71,8 @@ def test_training_logs_metrics_per_stage(trained_run: Path):
 
 
 def test_training_is_reproducible(compose_train):
-    overrides = ("trainer.max_epochs=1", "model.freeze_backbone_epochs=1", "callbacks=none")
+    overrides = ("model.freeze_backbone_epochs=0", "callbacks=none", "data.batch_size=8")
+    overrides += ("+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1")
     first, _ = train(compose_train(*overrides, "test=false"))
     second, _ = train(compose_train(*overrides, "test=false"))
     assert first["val/loss"] == pytest.approx(second["val/loss"], abs=1e-6)
