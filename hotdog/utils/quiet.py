@@ -26,15 +26,16 @@ class _DropMessages(logging.Filter):
         return not any(fragment in message for fragment in self.fragments)
 
 
-_ADVERTS = _DropMessages("litlogger")
+# An advert for Lightning's hosted logger, and a note on how it counts steps for the schedule.
+_LIGHTNING_NOISE = _DropMessages("litlogger", "to estimate number of stepping batches")
 
 
 def quiet_third_parties() -> None:
     """Silence the third-party lines every training run used to print (idempotent)."""
     for name in _LIGHTNING_RANK_ZERO_LOGGERS:
         logger = logging.getLogger(name)
-        if _ADVERTS not in logger.filters:
-            logger.addFilter(_ADVERTS)  # an advert for Lightning's hosted logger
+        if _LIGHTNING_NOISE not in logger.filters:
+            logger.addFilter(_LIGHTNING_NOISE)
     # Lightning's own pytree helper still builds a LeafSpec, which PyTorch deprecates: not our
     # code, and nothing a user can change.
     warnings.filterwarnings(
