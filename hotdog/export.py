@@ -315,7 +315,7 @@ def export(
     agreement = float((int8.argmax(1) == fp32.argmax(1)).mean())
 
     checkpoint_sha256 = sha256_of(checkpoint)
-    common = {
+    common: dict[str, Any] = {
         "classifier": classifier,
         "data_config": data_config,
         "tta_hflip": tta_hflip,
@@ -345,13 +345,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         description="Export a checkpoint to ONNX float32 and static int8 for the service.",
     )
     parser.add_argument("checkpoint", help="a checkpoint written by hotdog.train")
-    parser.add_argument("--out", default="models/export", help="folder for the models")
+    parser.add_argument(
+        "--out", default="models/export", help="folder for the models (default: %(default)s)"
+    )
     parser.add_argument(
         "--data",
         default=None,
         help="dataset root with train/ and test/ (default: the checkpoint's training data)",
     )
-    parser.add_argument("--calibration-images", type=int, default=128)
+    parser.add_argument(
+        "--calibration-images",
+        type=int,
+        default=128,
+        help="training photos that set the int8 activation ranges (default: %(default)s)",
+    )
     parser.add_argument(
         "--image-size",
         type=int,
@@ -369,7 +376,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--max-int8-drop",
         type=float,
         default=1.0,
-        help="refuse an int8 model whose test accuracy is more points below float32's",
+        help="refuse an int8 model whose test accuracy is more points below float32's "
+        "(default: %(default)s)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(format="%(message)s")

@@ -19,13 +19,16 @@ from omegaconf import DictConfig
 from hotdog.cloud.vertex_runtime import adapt_to_vertex, save_model_outputs
 from hotdog.core.errors import HotdogError, exit_on_user_error
 from hotdog.evaluate import test_and_report
+from hotdog.models import HotdogClassifier
 from hotdog.utils import instantiate_callbacks, instantiate_loggers, save_run_files
 from hotdog.utils.instantiate import quiet_console
+from hotdog.utils.quiet import quiet_third_parties
+from hotdog.utils.run_info import discard_run_folder_on_error
 
 log = logging.getLogger(__name__)
 
 
-def build_model(cfg: DictConfig) -> L.LightningModule:
+def build_model(cfg: DictConfig) -> HotdogClassifier:
     optimizer = instantiate(cfg.optimizer) if cfg.get("optimizer") else None
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     return instantiate(cfg.model, optimizer=optimizer, scheduler=scheduler)
@@ -42,10 +45,14 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         raise HotdogError(
             f"Checkpoint {resume} does not exist; pass the last.ckpt of the run to resume."
         )
-    info = save_run_files(cfg, output_dir)
+    quiet_third_parties()
 
     model = build_model(cfg)
     datamodule = instantiate(cfg.data, data_config=model.data_config.to_dict())
+    # Read the data now: a missing folder or a bad photo stops the run before anything is
+    # written or an experiment logger starts.
+    datamodule.setup("fit" if cfg.get("train", True) else "test")
+    info = save_run_files(cfg, output_dir)
     loggers = instantiate_loggers(cfg.get("logger"))
     callbacks = instantiate_callbacks(cfg.get("callbacks"), with_logger=bool(loggers))
     trainer_options: dict[str, Any] = {
@@ -65,8 +72,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
 
     if cfg.get("test", True):
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        if not best:
+        checkpoint = trainer.checkpoint_callback
+        best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
+        if not best and not cfg.trainer.get("fast_dev_run"):  # fast_dev_run saves none
             log.warning("No best checkpoint was saved; testing the current weights.")
         report = test_and_report(
             trainer,
@@ -104,7 +112,7 @@ def _plain(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    with exit_on_user_error():
+    with exit_on_user_error(), discard_run_folder_on_error():
         metrics, _ = train(cfg)
     metric = cfg.get("optimized_metric")
     return metrics.get(metric) if metric else None

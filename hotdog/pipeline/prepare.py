@@ -144,8 +144,8 @@ def _group_duplicates(items: list[Item], max_distance: int) -> list[list[Item]]:
             [bin(int(h)).count("1") for h in np.bitwise_xor(hashes[i + 1 :], hashes[i])],
             dtype=np.int64,
         )
-        for j in np.flatnonzero(distance <= max_distance) + i + 1:
-            parent[find(int(j))] = find(i)
+        for near in np.flatnonzero(distance <= max_distance) + i + 1:
+            parent[find(int(near))] = find(i)
         for j in range(i + 1, len(items)):
             if items[j].sha256 == item.sha256:
                 parent[find(j)] = find(i)
