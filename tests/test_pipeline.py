@@ -150,56 +150,83 @@ def remote_repo(tmp_path: Path, gcs_emulator: str) -> Path:
     (tmp_path / ".dvc").mkdir()
     shutil.copy(ROOT / ".dvc" / "config", tmp_path / ".dvc" / "config")
     _run("git", "init", "-q", cwd=tmp_path)
-    _use_emulator(tmp_path, gcs_emulator)
+    _local_remote(tmp_path, endpointurl=gcs_emulator, allow_anonymous_login="true")
     return tmp_path
 
 
+def _local_remote(repo: Path, **settings: str) -> None:
+    """Settings of remote gcs in .dvc/config.local, as `dvc remote modify --local` writes them."""
+    lines = "".join(f"    {key} = {value}\n" for key, value in settings.items())
+    (repo / ".dvc" / "config.local").write_text(f"['remote \"gcs\"']\n{lines}")
+
+
 def _use_emulator(project: Path, endpoint: str) -> None:
-    _run(DVC, "remote", "modify", "--local", "gcs", "endpointurl", endpoint, cwd=project)
-    _run(DVC, "remote", "modify", "--local", "gcs", "allow_anonymous_login", "true", cwd=project)
+    _local_remote(project, endpointurl=endpoint, allow_anonymous_login="true")
 
 
 def _remote(project: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "hotdog.pipeline.remote", "--repo", str(project), *args]
-    # No application default credentials either: a home folder without gcloud's files.
-    home = {"HOME": str(project / "home"), "CLOUDSDK_CONFIG": str(project / "home" / "gcloud")}
-    return _run(*command, cwd=ROOT, check=False, timeout=60, env={**home, **(env or {})})
+    env = {**_no_adc(project), **(env or {})}
+    return _run(*command, cwd=ROOT, check=False, timeout=60, env=env)
+
+
+def _no_adc(project: Path) -> dict[str, str]:
+    """No application default credentials: a home folder without gcloud's files."""
+    return {"HOME": str(project / "home"), "CLOUDSDK_CONFIG": str(project / "home" / "gcloud")}
+
+
+def _remote_in_process(
+    repo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: str
+) -> tuple[int, str]:
+    """`python -m hotdog.pipeline.remote --repo REPO ARGS` in this process: exit code, stderr."""
+    from hotdog.pipeline import remote
+
+    for name, value in _no_adc(repo).items():
+        monkeypatch.setenv(name, value)
+
+    def no_dvc(command, **_):
+        raise AssertionError(f"the DVC command started after a failed check: {command}")
+
+    monkeypatch.setattr(remote.subprocess, "run", no_dvc)
+    with pytest.raises(SystemExit) as stopped:
+        remote.main(["--repo", str(repo), *args])
+    return int(stopped.value.code or 0), capsys.readouterr().err
 
 
 def test_remote_check_passes_then_runs_the_dvc_command(remote_repo: Path):
-    assert "is reachable" in _remote(remote_repo).stdout
     done = _remote(remote_repo, "pull")
     assert "is reachable" in done.stdout and done.returncode == 0, done.stderr
     assert "Everything is up to date" in done.stdout + done.stderr
 
 
-def test_wrong_bucket_is_one_sentence(remote_repo: Path):
-    _run(DVC, "remote", "modify", "--local", "gcs", "url", "gs://no-such-bucket/d", cwd=remote_repo)
-    done = _remote(remote_repo, "pull")
-    assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert "Bucket gs://no-such-bucket of remote gcs does not exist" in done.stderr
-    assert "is reachable" not in done.stdout  # dvc pull never started
+def test_wrong_bucket_is_one_sentence(remote_repo: Path, monkeypatch, capsys):
+    settings = {"url": "gs://no-such-bucket/d", "allow_anonymous_login": "true"}
+    _local_remote(remote_repo, endpointurl=_endpoint(remote_repo), **settings)
+    code, stderr = _remote_in_process(remote_repo, monkeypatch, capsys, "pull")
+    assert code == 2 and "Traceback" not in stderr
+    assert "Bucket gs://no-such-bucket of remote gcs does not exist" in stderr
 
 
-def test_missing_credentials_are_one_sentence(remote_repo: Path):
-    anonymous = ["remote", "modify", "--local", "gcs", "allow_anonymous_login", "false"]
-    _run(DVC, *anonymous, cwd=remote_repo)
-    done = _remote(remote_repo, "pull")
-    assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert "No Google Cloud credentials were found; set GOOGLE_APPLICATION_CREDENTIALS" in (
-        done.stderr
-    )
-    key = remote_repo / "missing-key.json"
-    done = _remote(remote_repo, "push", env={"GOOGLE_APPLICATION_CREDENTIALS": str(key)})
-    assert done.returncode == 2 and "missing-key.json does not exist" in done.stderr
+def test_missing_credentials_are_one_sentence(remote_repo: Path, monkeypatch, capsys):
+    _local_remote(remote_repo, endpointurl=_endpoint(remote_repo))
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    code, stderr = _remote_in_process(remote_repo, monkeypatch, capsys, "pull")
+    assert code == 2 and "Traceback" not in stderr
+    assert "No Google Cloud credentials were found; set GOOGLE_APPLICATION_CREDENTIALS" in stderr
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(remote_repo / "missing-key.json"))
+    code, stderr = _remote_in_process(remote_repo, monkeypatch, capsys, "push")
+    assert code == 2 and "missing-key.json does not exist" in stderr
 
 
-def test_stopped_emulator_is_one_sentence(remote_repo: Path):
-    stopped = f"http://127.0.0.1:{_free_port()}"
-    _run(DVC, "remote", "modify", "--local", "gcs", "endpointurl", stopped, cwd=remote_repo)
-    done = _remote(remote_repo, "pull")
-    assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert "does not answer" in done.stderr and done.stderr.count("\n") == 1
+def test_stopped_emulator_is_one_sentence(remote_repo: Path, monkeypatch, capsys):
+    _local_remote(remote_repo, endpointurl=f"http://127.0.0.1:{_free_port()}")
+    code, stderr = _remote_in_process(remote_repo, monkeypatch, capsys, "pull")
+    assert code == 2 and "does not answer" in stderr and stderr.count("\n") == 1
+
+
+def _endpoint(repo: Path) -> str:
+    text = (repo / ".dvc" / "config.local").read_text()
+    return re.search(r"endpointurl = (\S+)", text).group(1)  # type: ignore[union-attr]
 
 
 def _free_port() -> int:
