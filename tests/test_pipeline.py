@@ -172,7 +172,8 @@ def _remote(project: Path, *args: str, env: dict | None = None) -> subprocess.Co
 
 def _no_adc(project: Path) -> dict[str, str]:
     """No application default credentials: a home folder without gcloud's files."""
-    return {"HOME": str(project / "home"), "CLOUDSDK_CONFIG": str(project / "home" / "gcloud")}
+    home = project.parent / f"{project.name}-home"  # outside the repository: git ignores it
+    return {"HOME": str(home), "CLOUDSDK_CONFIG": str(home / "gcloud")}
 
 
 def _remote_in_process(
@@ -301,8 +302,7 @@ def sample_run(tmp_path_factory: pytest.TempPathFactory, recording_gcs: Recordin
     recording_gcs.connections = 0
     command = [sys.executable, "-m", "hotdog.pipeline.sample"]
     command += [arg for value in TINY for arg in ("-S", value)]
-    no_credentials = {"HOME": str(clone / "home"), "CLOUDSDK_CONFIG": str(clone / "home")}
-    done = _run(*command, cwd=clone, env=no_credentials)
+    done = _run(*command, cwd=clone, env=_no_adc(clone))
     return SampleRun(clone, clone / "runs" / "pipeline-sample", done)
 
 
