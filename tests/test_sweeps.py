@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hotdog.errors import HotdogError
+from hotdog.core.errors import HotdogError
 from hotdog.train import optimized_value, train
 from tests.conftest import run_cli
 

@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from hotdog.errors import HotdogError, exit_on_user_error
+from hotdog.core.errors import HotdogError, exit_on_user_error
 
 # The 80 sample photos, and a recipe short enough for a trial run (~1 minute on two cores):
 # one frozen epoch then one full one, no test-time flips. Later -S options override these.
