@@ -302,6 +302,7 @@ def sample_run(tmp_path_factory: pytest.TempPathFactory, recording_gcs: Recordin
     it is part of the clone) on the recording emulator; a tiny recipe."""
     clone = _clone(tmp_path_factory.mktemp("pipeline") / "hotdog")
     _run(DVC, "remote", "modify", "gcs", "endpointurl", recording_gcs.url, cwd=clone)
+    _run(DVC, "remote", "modify", "gcs", "allow_anonymous_login", "true", cwd=clone)
     _run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "gcs", cwd=clone)
     recording_gcs.connections = 0
     command = [sys.executable, "-m", "hotdog.pipeline.sample"]
@@ -340,6 +341,11 @@ def test_sample_run_reproduces_every_stage(sample_run: SampleRun):
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     assert params["prepare"]["raw"] == "data/sample"
     assert params["model"]["backbone"] == "tf_efficientnet_lite0"
+    # DVCLive's per-epoch training metrics, where dvc.yaml declares them.
+    training = json.loads((workspace / "reports" / "train" / "metrics.json").read_text())
+    assert {"train", "val"} <= set(training) and "acc_best" in training["val"]
+    curves = workspace / "reports" / "train" / "plots" / "metrics"
+    assert (curves / "val" / "loss.tsv").is_file() and (curves / "train" / "loss.tsv").is_file()
 
 
 @pytest.mark.slow
@@ -391,6 +397,7 @@ def test_a_group_switch_reruns_train_evaluate_export_only(sample_run: SampleRun)
     overrides = [*TINY, "model=resnet18", "optimizer.lr=3e-4", "prepare.raw=data/sample"]
     # No model hub here: resnet18 trains from scratch; its int8 export is not gated.
     overrides += ["model.pretrained=false", "export.max_int8_drop=100"]
+    overrides += ["logger=wandb"]  # W&B (offline here) beside DVCLive
     options = [arg for value in overrides for arg in ("-S", value)]
     done = _run(DVC, "exp", "run", "-n", "resnet", *options, cwd=workspace)
     assert "Stage 'prepare' didn't change, skipping" in done.stdout
@@ -405,8 +412,16 @@ def test_a_group_switch_reruns_train_evaluate_export_only(sample_run: SampleRun)
     assert checkpoint["hotdog_inference"]["backbone"] == "resnet18"
     sidecar = json.loads((workspace / "models" / "export" / "model.onnx.json").read_text())
     assert sidecar["backbone"] == "resnet18"
-    shown = json.loads(_run(DVC, "exp", "show", "--json", cwd=workspace).stdout)
-    assert "resnet18" in json.dumps(shown)
+    assert list((workspace / "models" / "train" / "wandb").glob("offline-run-*"))
+    shown = json.dumps(json.loads(_run(DVC, "exp", "show", "--json", cwd=workspace).stdout))
+    assert "resnet18" in shown and "reports/train/metrics.json" in shown
+    # The learning curves of the two experiments, side by side.
+    first = re.search(r"Ran experiment\(s\): (\S+)", sample_run.output).group(1)  # type: ignore[union-attr]
+    plots = _run(DVC, "plots", "diff", first, "resnet", "--json", cwd=workspace).stdout
+    curves = {k: v for k, v in json.loads(plots)["data"].items() if k.startswith("reports/train")}
+    val_loss = next(plot for key, plot in curves.items() if key.endswith("val/loss.tsv"))[0]
+    drawn = {point["rev"] for point in val_loss["content"]["data"]["values"]}
+    assert {first, "resnet"} <= drawn, drawn
 
 
 @pytest.mark.slow
@@ -479,9 +494,11 @@ def test_push_and_pull_through_gcs_restore_identical_files(
     sample_run: SampleRun, gcs_emulator: str
 ):
     workspace = sample_run.workspace
-    _run(DVC, "remote", "add", "--local", "gcs", "gs://hotdog-mlops/dvc", cwd=workspace)
-    _run(DVC, "remote", "default", "--local", "gcs", cwd=workspace)
-    _use_emulator(workspace, gcs_emulator)
+    # The sample workspace has no remote: give it the emulator's bucket, as a user would.
+    settings = {"url": "gs://hotdog-mlops/dvc", "allow_anonymous_login": "true"}
+    _local_remote(workspace, endpointurl=gcs_emulator, **settings)
+    with (workspace / ".dvc" / "config.local").open("a") as config:
+        config.write("[core]\n    remote = gcs\n")
     _run(DVC, "checkout", cwd=workspace)  # outputs as after the last good run
     outputs = [
         workspace / "models" / "train" / "checkpoints" / "best.ckpt",
