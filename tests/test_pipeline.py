@@ -105,6 +105,19 @@ def test_dvc_yaml_lists_exactly_the_code_each_stage_imports():
     assert not any(path.startswith("hotdog/serve/") for path in declared)
 
 
+def test_stage_deps_cli_prints_the_lists_and_fails_on_a_difference(tmp_path: Path, capsys):
+    from hotdog.pipeline import stage_deps
+
+    assert stage_deps.main([]) == 0
+    assert "train:\n  - hotdog/__init__.py\n" in capsys.readouterr().out
+    shutil.copytree(ROOT / "hotdog", tmp_path / "hotdog")
+    dvc_yaml = (ROOT / "dvc.yaml").read_text().replace("      - hotdog/report.py\n", "", 1)
+    (tmp_path / "dvc.yaml").write_text(dvc_yaml)
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    assert stage_deps.main(["--repo", str(tmp_path)]) == 1
+    assert "train:  # dvc.yaml differs\n" in capsys.readouterr().out
+
+
 def test_stage_code_follows_lazy_relative_and_function_imports(tmp_path: Path):
     package = tmp_path / "hotdog"
     files = {
