@@ -512,7 +512,7 @@ def test_push_and_pull_through_gcs_restore_identical_files(
     _local_remote(workspace, endpointurl=gcs_emulator, **settings)
     with (workspace / ".dvc" / "config.local").open("a") as config:
         config.write("[core]\n    remote = gcs\n")
-    _run(DVC, "checkout", cwd=workspace)  # outputs as after the last good run
+    _run(DVC, "checkout", "prepare", "train", cwd=workspace)  # as after the last good run
     outputs = [
         workspace / "models" / "train" / "checkpoints" / "best.ckpt",
         *sorted((workspace / "data" / "prepared").rglob("*.jpg")),

@@ -67,7 +67,7 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path: Path):
         "hotdog.train",
         "hparams_search=optuna",
         "hydra.sweeper.n_trials=2",
-        "hydra.sweeper.sampler.seed=6",  # its first two draws: lr -1.0 (fails), then 0.003
+        "hydra.sweeper.sampler.seed=4",  # its first two draws: lr -1.0 (fails), then 0.003
         'hydra.sweeper.params={optimizer.lr:"choice(-1.0, 0.003)"}',
         "logger=csv",
         *ONE_BATCH,
