@@ -2,7 +2,7 @@
 
     python benchmarks/prepare_scale.py [--sizes 1000 10000] [--work /tmp/prepare-scale]
 
-Writes N synthetic JPEGs (256x192 colour gradients with noise, so each has its own dHash) in the
+Writes N synthetic JPEGs (256x192 colour waves with noise; a few share a dHash by chance) in the
 Kaggle layout, one in fifty an exact copy of another and one in fifty a downscaled copy (a near
 duplicate), then times ``hotdog.pipeline.prepare.prepare`` on them (default max hash distance 0).
 Everything is decoded in full, hashed, stripped of metadata and written again, so the time per
