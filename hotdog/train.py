@@ -19,6 +19,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
+from hotdog.cloud.vertex_runtime import adapt_to_vertex, save_model_outputs
 from hotdog.core.errors import HotdogError, exit_on_user_error
 from hotdog.evaluate import test_and_report
 from hotdog.utils import instantiate_callbacks, instantiate_loggers, save_run_files
@@ -59,6 +60,7 @@ def _finish_wandb(exit_code: int) -> None:
 @_closes_experiment_run
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Fit, then test the best checkpoint; return the metrics and the objects used."""
+    adapt_to_vertex(cfg)  # inside a Vertex AI job: its checkpoint, model and log directories
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
@@ -105,6 +107,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         if report is not None:
             log.info("Test accuracy %.4f, report in %s", report["accuracy"], output_dir)
 
+    save_model_outputs(output_dir, trainer.is_global_zero)  # to AIP_MODEL_DIR when set
     objects = {
         "cfg": cfg,
         "model": model,
@@ -122,7 +125,7 @@ def _plain(cfg: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="train")
+@hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     with exit_on_user_error():
         metrics, _ = train(cfg)

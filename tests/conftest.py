@@ -198,3 +198,14 @@ def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A GCS emulator with the bucket ``hotdog-models``."""
     with start_gcs_emulator(tmp_path_factory.mktemp("gcs-models"), "hotdog-models") as url:
         yield url
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Container tests need a Docker engine: they run only when `-m` names them
+    (`pytest -m container`, a step of .ci/run of its own), never in `pytest` or `-m "not slow"`."""
+    if "container" in (config.option.markexpr or ""):
+        return
+    deselected = [item for item in items if item.get_closest_marker("container")]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if not item.get_closest_marker("container")]

@@ -116,6 +116,8 @@ def test_stage_deps_cli_prints_the_lists_and_fails_on_a_difference(tmp_path: Pat
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     assert stage_deps.main(["--repo", str(tmp_path)]) == 1
     assert "train:  # dvc.yaml differs\n" in capsys.readouterr().out
+    assert stage_deps.main(["--repo", str(tmp_path), "--write"]) == 0
+    assert (tmp_path / "dvc.yaml").read_text() == (ROOT / "dvc.yaml").read_text()
 
 
 def test_stage_code_follows_lazy_relative_and_function_imports(tmp_path: Path):

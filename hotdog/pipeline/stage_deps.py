@@ -5,8 +5,9 @@ touching one of them makes ``dvc status`` report the stage, and nothing else doe
 derives that list statically (with :mod:`ast`, nothing is imported): it starts from the module the
 command runs (``python -m hotdog.x``) and the ``hotdog`` classes a Hydra config names
 (``_target_``), and follows every ``import`` of project code, including imports inside functions
-and names that a package resolves lazily (declared under ``if TYPE_CHECKING:``). Printing the
-lists gives the lines to paste into ``dvc.yaml``; ``tests/test_pipeline.py`` fails when they differ.
+and names that a package resolves lazily (declared under ``if TYPE_CHECKING:``). It prints the
+lists (exit 1 when ``dvc.yaml`` differs; ``--write`` puts them into ``dvc.yaml``), and
+``tests/test_pipeline.py`` fails when they differ.
 """
 
 from __future__ import annotations
@@ -178,10 +179,39 @@ def load_pipeline(root: Path = ROOT) -> tuple[dict[str, Any], dict[str, Any]]:
     return stages, params
 
 
+def write_dvc_yaml(root: Path = ROOT) -> None:
+    """Replace the project code each stage of ``root/dvc.yaml`` lists by the derived list,
+    keeping every other line (comments, data dependencies, order) as it is."""
+    stages, params = load_pipeline(root)
+    lines = (root / "dvc.yaml").read_text().splitlines()
+    out: list[str] = []
+    stage, in_deps, written = "", False, False
+    for line in lines:
+        text = line.strip()
+        if line.startswith("  ") and not line.startswith("   ") and text.endswith(":"):
+            stage = text[:-1]
+        if text == "deps:":
+            in_deps, written = True, False
+        elif in_deps and text.startswith("- "):
+            if text[2:].split("/")[0] == PACKAGE:
+                if not written:
+                    indent = line[: len(line) - len(line.lstrip())]
+                    out += [f"{indent}- {path}" for path in stage_code(stages[stage], params, root)]
+                    written = True
+                continue
+        else:
+            in_deps = False
+        out.append(line)
+    (root / "dvc.yaml").write_text("\n".join(out) + "\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hotdog-stage-deps", description=__doc__.splitlines()[0])
     parser.add_argument("--repo", type=Path, default=ROOT)
+    parser.add_argument("--write", action="store_true", help="update dvc.yaml's code deps")
     args = parser.parse_args(argv)
+    if args.write:
+        write_dvc_yaml(args.repo)
     stages, params = load_pipeline(args.repo)
     differs = False
     for name, stage in stages.items():
