@@ -6,7 +6,10 @@ which tests call directly.
 
 from __future__ import annotations
 
+import functools
 import logging
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,30 @@ def build_model(cfg: DictConfig) -> HotdogClassifier:
     return instantiate(cfg.model, optimizer=optimizer, scheduler=scheduler)
 
 
+def _closes_experiment_run(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Finish the W&B run ``function`` started whatever happens, marked failed on an error, so
+    that a failed sweep trial does not leave its run open (and the next trial's logger reuse it)."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            result = function(*args, **kwargs)
+        except BaseException:
+            _finish_wandb(exit_code=1)
+            raise
+        _finish_wandb(exit_code=0)
+        return result
+
+    return wrapper
+
+
+def _finish_wandb(exit_code: int) -> None:
+    wandb = sys.modules.get("wandb")  # not imported: no run to finish
+    if wandb is not None and wandb.run is not None:
+        wandb.finish(exit_code=exit_code)
+
+
+@_closes_experiment_run
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Fit, then test the best checkpoint; return the metrics and the objects used."""
     adapt_to_vertex(cfg)  # inside a Vertex AI job: its checkpoint, model and log directories
@@ -97,10 +124,6 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         "callbacks": callbacks,
         "loggers": loggers,
     }
-    if any(type(logger).__name__ == "WandbLogger" for logger in trainer.loggers):
-        import wandb
-
-        wandb.finish()
     return metrics, objects
 
 
@@ -114,8 +137,20 @@ def _plain(cfg: DictConfig) -> dict[str, Any]:
 def main(cfg: DictConfig) -> float | None:
     with exit_on_user_error(), discard_run_folder_on_error():
         metrics, _ = train(cfg)
-    metric = cfg.get("optimized_metric")
-    return metrics.get(metric) if metric else None
+        # Only a fit logs the metric: evaluating a checkpoint (train=false) optimises nothing.
+        return optimized_value(metrics, cfg.get("optimized_metric") if cfg.get("train") else None)
+
+
+def optimized_value(metrics: dict[str, float], name: str | None) -> float | None:
+    """The metric a sweeper optimises; a name that is not a logged metric stops the run."""
+    if not name:
+        return None
+    if name not in metrics:
+        raise HotdogError(
+            f"optimized_metric {name!r} is not a logged metric; use one of "
+            f"{', '.join(sorted(metrics))}."
+        )
+    return metrics[name]
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ def run_info() -> dict[str, Any]:
         "command": sys.argv,
         "git": git_revision(),
         "hotdog": hotdog.__version__,
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),  # a str subclass that YAML writers refuse
         "python": platform.python_version(),
         "host_cpus": torch.get_num_threads(),
     }
