@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from hotdog.errors import HotdogError, exit_on_user_error
+from hotdog.core.errors import HotdogError, exit_on_user_error
 from hotdog.monitor.drift import ALPHA, PERMUTATIONS, detect_drift
 from hotdog.monitor.profile import read_records
 from hotdog.monitor.report import render_html

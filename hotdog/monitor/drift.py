@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from hotdog.errors import HotdogError
+from hotdog.core.errors import HotdogError
 from hotdog.monitor.profile import IMAGE_STATISTICS, RecordSet
 
 ALPHA = 0.05

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from hotdog.errors import HotdogError
+from hotdog.core.errors import HotdogError
 from hotdog.monitor.profile import prediction_record
 
 log = logging.getLogger("hotdog.monitor")

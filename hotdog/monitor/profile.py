@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from hotdog.data.preprocessing import DataConfig
+from hotdog.core.preprocessing import DataConfig
 
 # The per-image statistics the drift report tests one by one.
 IMAGE_STATISTICS = ("brightness", "contrast", "saturation", "sharpness")

@@ -29,8 +29,8 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from hotdog import __version__
-from hotdog.data.images import UnreadableImageError
-from hotdog.errors import HotdogError
+from hotdog.core.errors import HotdogError
+from hotdog.core.images import UnreadableImageError
 from hotdog.serve.metrics import ServiceMetrics
 from hotdog.serve.predictors import load_predictor
 from hotdog.serve.service import ClassifierService, Outcome, Upload
@@ -217,10 +217,9 @@ def create_app(
             )
         else:
             state["service"] = service
-            metadata = service.predictor.metadata
             metrics.model_load.set(state["load_seconds"])
             metrics.model_info.labels(
-                service.version, settings.backend, str(metadata.get("precision"))
+                service.version, settings.backend, service.predictor.metadata.precision
             ).set(1)
             log.info(
                 "model %s ready in %.2f s (%s backend)",
@@ -420,7 +419,7 @@ def create_app(
         """What is being served: version, classes, preprocessing, accuracy, limits."""
         service = ready_service()
         return {
-            **service.predictor.metadata,
+            **service.predictor.metadata.to_dict(),
             "backend": settings.backend,
             "model_uri": settings.model_uri,
             "load_seconds": round(state["load_seconds"], 3),

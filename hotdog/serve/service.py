@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from hotdog.data.images import UnreadableImageError, decode_image
-from hotdog.data.preprocessing import preprocess_array
+from hotdog.core.images import UnreadableImageError, decode_image
+from hotdog.core.preprocessing import preprocess_array
 from hotdog.serve.predictors import Predictor
 
 # Pillow's names of the formats a photo upload may have (MPO: JPEGs from many phone cameras).
@@ -39,18 +39,18 @@ class ClassifierService:
     def __init__(self, predictor: Predictor, max_pixels: int) -> None:
         self.predictor = predictor
         self.max_pixels = max_pixels
-        self.class_names = predictor.class_names
-        self.version = str(predictor.metadata.get("version"))
+        self.class_names = predictor.metadata.class_names
+        self.version = predictor.metadata.version
 
     def warm_up(self, runs: int = 2) -> None:
         """Run the model on blank input so the first request does not pay for lazy setup."""
-        size = self.predictor.data_config.input_size
+        size = self.predictor.metadata.data_config.input_size
         blank = np.zeros((1, 3, size, size), dtype=np.float32)
         for _ in range(runs):
             self.predictor.predict(blank)
 
     def decode(self, upload: Upload) -> np.ndarray:
-        config = self.predictor.data_config
+        config = self.predictor.metadata.data_config
         image = decode_image(
             upload.data,
             source=upload.filename,

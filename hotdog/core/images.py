@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from hotdog.errors import HotdogError
+from hotdog.core.errors import HotdogError
 
 # Larger images are refused before decoding: a few kB of compressed data can claim billions of
 # pixels (a decompression bomb). 50 Mpx is well above any phone photo.
