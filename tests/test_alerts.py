@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
 import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from hotdog.monitor.profile import read_records
+from tests.conftest import ROOT, SAMPLE, free_port, running_server
 
 MONITORING = ROOT / "monitoring"
 RULES = MONITORING / "prometheus" / "rules.yml"
@@ -120,3 +126,101 @@ def test_dashboard_and_rules_use_only_metrics_the_service_exports():
     for _, rule in _rules().values():
         used |= _metric_names(rule["expr"])
     assert used and used <= exported, used - exported
+
+
+# --------------------------------------------------------------- a real Prometheus, end to end
+@contextmanager
+def _prometheus(config: Path, storage: Path) -> Iterator[str]:
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            shutil.which("prometheus") or "/usr/bin/prometheus",
+            f"--config.file={config}",
+            f"--storage.tsdb.path={storage}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for(lambda: httpx.get(f"{url}/-/ready", timeout=1).status_code == 200, 30)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def _wait_for(check, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"not true after {timeout} s")
+
+
+def _firing(prometheus: str) -> set[str]:
+    alerts = httpx.get(f"{prometheus}/api/v1/alerts", timeout=5).json()["data"]["alerts"]
+    return {alert["labels"]["alertname"] for alert in alerts if alert["state"] == "firing"}
+
+
+def _darkened(path: Path) -> bytes:
+    from PIL import Image, ImageEnhance, ImageFilter
+
+    buffer = io.BytesIO()
+    with Image.open(path) as image:
+        dark = ImageEnhance.Brightness(image.convert("RGB")).enhance(0.15)
+        dark.filter(ImageFilter.GaussianBlur(3)).save(buffer, "JPEG", quality=30)
+    return buffer.getvalue()
+
+
+@pytest.mark.slow
+def test_prometheus_scrapes_the_service_and_the_drift_alert_fires(
+    exported_model: Path, tmp_path: Path
+):
+    """The real rules, with their `for` durations cut to 0 s (promtool's tests cover `for`)."""
+    rules = re.sub(r"for: \d+[smh]", "for: 0s", RULES.read_text())
+    (tmp_path / "rules.yml").write_text(rules)
+    env = {
+        "HOTDOG_MODEL_URI": str(exported_model / "model.int8.onnx"),
+        "HOTDOG_PREDICTION_LOG": str(tmp_path / "log"),
+        "HOTDOG_DRIFT_WINDOW": "20",
+        "HOTDOG_DRIFT_INTERVAL_SECONDS": "0.5",
+    }
+    photos = sorted((SAMPLE / "test").rglob("*.jpg"))
+    with running_server(env) as service:
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(tmp_path / "rules.yml")],
+            "scrape_configs": [
+                {"job_name": "hotdog", "static_configs": [{"targets": [service[7:]]}]}
+            ],
+        }
+        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+        with _prometheus(tmp_path / "prometheus.yml", tmp_path / "tsdb") as prometheus:
+            query = f"{prometheus}/api/v1/query"
+            _wait_for(lambda: httpx.get(query, params={"query": "up"}).json()["data"]["result"], 30)
+            for path in photos[:20]:  # photos like the reference's: no drift
+                assert httpx.post(f"{service}/predict", files={"file": path.open("rb")}).is_success
+            time.sleep(3)
+            assert "HotdogInputDrift" not in _firing(prometheus)
+            assert "HotdogNotReady" not in _firing(prometheus)
+            for path in photos[:40]:  # the same kind of photos, very dark and blurred
+                files = {"file": (path.name, _darkened(path), "image/jpeg")}
+                assert httpx.post(f"{service}/predict", files=files).is_success
+            _wait_for(lambda: "HotdogInputDrift" in _firing(prometheus), 30)
+            p_value = httpx.get(query, params={"query": "hotdog_drift_p_value"}).json()
+            assert float(p_value["data"]["result"][0]["value"][1]) < 0.01
+            # Every expression of the dashboard is valid PromQL on the real server.
+            dashboard = json.loads((MONITORING / "grafana" / "hotdog-dashboard.json").read_text())
+            for panel in dashboard["panels"]:
+                for target in panel["targets"]:
+                    expr = target["expr"].replace("$job", "hotdog")
+                    answer = httpx.get(query, params={"query": expr}).json()
+                    assert answer["status"] == "success", (expr, answer)
+    # The log was flushed at shutdown: every prediction is on disk.
+    assert len(read_records(tmp_path / "log").records) == 60
