@@ -96,8 +96,23 @@ def detection_rate(
     for _ in range(trials):
         chosen = rng.choice(len(pool), window, replace=False)
         current = RecordSet([pool[index] for index in chosen], skipped=0, files=1)
-        alarms += detect_drift(reference, current, permutations=300).drift
+        alarms += detect_drift(reference, current).drift
     return alarms / trials
+
+
+def profile_sets(args: argparse.Namespace) -> dict[str, list[dict]]:
+    profiler = Profiler(args.model)
+    test = list_split(args.data, "test", profiler.classes)
+    paths, labels = [s.path for s in test], [s.label for s in test]
+    _, held_out = split_reference_half(paths, labels, args.seed)
+    sets = {"no drift (held-out test half)": profiler.records(held_out)}
+    for name, shift in SHIFTS.items():
+        sets[f"held-out half, {name}"] = profiler.records(held_out, shift)
+    for name, root in (("OOD set", args.ood), ("stock set", args.stock)):
+        if root:
+            photos = [s.path for s in list_split(root, "test", profiler.classes)]
+            sets[f"{name} ({root.name})"] = profiler.records(photos)
+    return sets
 
 
 def main() -> None:
@@ -111,6 +126,7 @@ def main() -> None:
     parser.add_argument("--drift-trials", type=int, default=50, help="windows per drift set")
     parser.add_argument("--seed", type=int, default=0, help="the export's seed (its test half)")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--cache", type=Path, help="keep the photos' records here for reruns")
     args = parser.parse_args()
 
     started = time.perf_counter()

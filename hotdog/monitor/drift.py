@@ -215,14 +215,15 @@ def detect_drift(
             cur_embeddings = cur_embeddings[chosen]
             notes.append(f"embedding: a random {MAX_KERNEL_SAMPLE} of the window tested")
         statistic, p_value = mmd_test(ref_embeddings, cur_embeddings, permutations, seed)
+        centre, direction = _main_direction(ref_embeddings)
         tests.append(
             TestResult(
                 "embedding",
                 f"MMD, Gaussian kernel, {permutations} permutations",
                 statistic,
                 p_value,
-                _first_component(ref_embeddings, ref_embeddings).tolist(),
-                _first_component(ref_embeddings, cur_embeddings).tolist(),
+                ((ref_embeddings - centre) @ direction).tolist(),
+                ((cur_embeddings - centre) @ direction).tolist(),
             )
         )
 
@@ -244,8 +245,8 @@ def detect_drift(
     )
 
 
-def _first_component(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Coordinates of ``values`` on the reference's main direction of variation (for a plot)."""
+def _main_direction(reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The reference's centre and main direction of variation (to plot embeddings on)."""
     centre = reference.mean(0)
     _, _, directions = np.linalg.svd(reference - centre, full_matrices=False)
-    return (values - centre) @ directions[0]
+    return centre, directions[0]
