@@ -96,10 +96,7 @@ def _service_metric_names() -> set[str]:
     from hotdog.serve.metrics import ServiceMetrics
 
     metrics = ServiceMetrics()
-    log = PredictionLog(
-        PredictionLogSettings(location=None), model_version="v", class_names=["a", "b"],
-        registry=metrics.registry,
-    )  # fmt: skip
+    log = PredictionLog(PredictionLogSettings(location=None), registry=metrics.registry)
     log.close()
     names = set()
     for family in metrics.registry.collect():

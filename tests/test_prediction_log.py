@@ -23,7 +23,8 @@ def _pending(seed: int = 0, shift: float = 0.0, image: bytes | None = None) -> P
     rng = np.random.default_rng(seed)
     hot = float(rng.uniform(0.6, 1.0))
     return Pending(
-        probabilities=[hot, 1 - hot],
+        model_version="m-int8-abc",
+        probabilities={"hot_dog": hot, "not_hot_dog": 1 - hot},
         statistics={"brightness": 0.5, "contrast": 0.2, "saturation": 0.4, "sharpness": 0.01},
         embedding=(rng.normal(size=8) + shift).tolist(),
         width=640,
@@ -36,9 +37,7 @@ def _pending(seed: int = 0, shift: float = 0.0, image: bytes | None = None) -> P
 
 def _log(settings: PredictionLogSettings, **kwargs) -> tuple[PredictionLog, CollectorRegistry]:
     registry = CollectorRegistry()
-    log = PredictionLog(
-        settings, model_version="m-int8-abc", class_names=CLASSES, registry=registry, **kwargs
-    )
+    log = PredictionLog(settings, registry=registry, **kwargs)
     return log, registry
 
 

@@ -84,7 +84,8 @@ class PredictionLogSettings:
 class Pending:
     """What a request hands over: small, already-computed values (no pixel arrays)."""
 
-    probabilities: list[float]
+    model_version: str
+    probabilities: dict[str, float]
     statistics: dict[str, float]
     embedding: list[float] | None
     width: int | None
@@ -192,6 +193,11 @@ class LiveDrift:
             and time.monotonic() - self.last_test >= self.interval
         )
 
+    def set_reference(self, reference: list[dict[str, Any]]) -> None:
+        rows = [record.get("embedding") for record in reference]
+        if rows and all(isinstance(row, list) for row in rows):
+            self.reference = np.asarray(rows, dtype=np.float64)
+
     def test(self) -> tuple[float, float]:
         """MMD statistic and permutation p-value of the window against the reference."""
         from hotdog.monitor.drift import mmd_test
@@ -207,17 +213,17 @@ class PredictionLog:
         self,
         settings: PredictionLogSettings,
         *,
-        model_version: str,
-        class_names: list[str],
         registry: Any,
         reference: list[dict[str, Any]] | None = None,
+        reference_uri: str | None = None,
         sink: Sink | None = None,
     ) -> None:
+        """``reference`` (records) or ``reference_uri`` (read by the writer thread when the first
+        prediction arrives, so a slow bucket never delays start-up) feeds the live drift test."""
         from prometheus_client import Counter, Gauge
 
         self.settings = settings
-        self.model_version = model_version
-        self.class_names = class_names
+        self.reference_uri = reference_uri
         self.sink = sink or (open_sink(settings.location) if settings.location else None)
         self.queue: queue.Queue[Pending | None] = queue.Queue(settings.queue_size)
         self.dropped = Counter(
@@ -257,18 +263,58 @@ class PredictionLog:
             registry=registry,
         )
         self.drift_p_value.set(1.0)
-        embeddings = None
+        self.live = LiveDrift(None, settings.drift_window, settings.drift_interval_seconds)
         if reference:
-            self.reference_confidence.set(
-                float(np.mean([max(r["probabilities"].values()) for r in reference]))
-            )
-            rows = [r.get("embedding") for r in reference]
-            if all(isinstance(row, list) for row in rows):
-                embeddings = np.asarray(rows, dtype=np.float64)
-        self.live = LiveDrift(embeddings, settings.drift_window, settings.drift_interval_seconds)
+            self._use_reference(reference)
         self.last_retention_day = ""
         self.thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self.thread.start()
+
+    def _use_reference(self, reference: list[dict[str, Any]]) -> None:
+        self.reference_confidence.set(
+            float(np.mean([max(r["probabilities"].values()) for r in reference]))
+        )
+        self.live.set_reference(reference)
+
+    def _load_reference(self, model_version: str) -> None:
+        """The served model's reference profile, if it has one; live drift stays off if not."""
+        uri, self.reference_uri = self.reference_uri, None
+        if uri is None:
+            return
+        try:
+            from hotdog.serve.model_store import read_bytes
+
+            lines = read_bytes(uri).decode().splitlines()
+            records = [json.loads(line) for line in lines if line.strip()]
+        except Exception as error:  # no reference: log predictions anyway
+            log.warning("prediction log: no live drift gauge, %s is unusable (%s)", uri, error)
+            return
+        versions = {record.get("model_version") for record in records}
+        if versions != {model_version}:
+            log.warning(
+                "prediction log: no live drift gauge, %s is for %s, not %s",
+                uri,
+                ", ".join(map(str, versions)),
+                model_version,
+            )
+            return
+        self._use_reference(records)
+
+    def hook(self, event: Any) -> None:
+        """A prediction hook for the service (``hotdog.serve.state.PredictionEvent``)."""
+        image = event.image
+        self.record(
+            Pending(
+                model_version=event.model_version,
+                probabilities=event.probabilities,
+                statistics=event.statistics or {},
+                embedding=event.embedding,
+                width=image.width if image else None,
+                height=image.height if image else None,
+                image_format=image.format if image else None,
+                latency_ms=event.latency_s * 1000,
+            )
+        )
 
     # ------------------------------------------------------------ request side
     def record(self, pending: Pending) -> None:
@@ -305,7 +351,9 @@ class PredictionLog:
                 deadline = time.monotonic() + self.settings.flush_seconds
 
     def _observe(self, item: Pending) -> None:
-        self.live.add(max(item.probabilities), item.embedding)
+        if self.reference_uri is not None:
+            self._load_reference(item.model_version)
+        self.live.add(max(item.probabilities.values()), item.embedding)
         self.confidence_mean.set(float(np.mean(self.live.confidences)))
         if self.live.due():
             statistic, p_value = self.live.test()
@@ -318,9 +366,9 @@ class PredictionLog:
         by_day: dict[str, tuple[list[str], dict[str, bytes]]] = {}
         for item in batch:
             record = prediction_record(
-                model_version=self.model_version,
-                class_names=self.class_names,
-                probabilities=item.probabilities,
+                model_version=item.model_version,
+                class_names=list(item.probabilities),
+                probabilities=list(item.probabilities.values()),
                 statistics=item.statistics,
                 embedding=item.embedding,
                 width=item.width,
@@ -356,3 +404,19 @@ class PredictionLog:
             self.sink.delete_days_before(oldest)
         except Exception as error:  # retention is housekeeping: never stop logging for it
             log.warning("prediction log: retention failed (%s)", error)
+
+
+def open_prediction_log(
+    settings: PredictionLogSettings, metrics: Any, serve_settings: Any
+) -> PredictionLog | None:
+    """The service's prediction log (None when turned off), its gauges in the service's
+    registry, its live drift reference the one exported next to the served model."""
+    if settings.location is None:
+        return None
+    from hotdog.monitor.profile import reference_uri
+
+    return PredictionLog(
+        settings,
+        registry=metrics.registry,
+        reference_uri=reference_uri(serve_settings.model_uri),
+    )

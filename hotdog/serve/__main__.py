@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from hotdog.core.errors import exit_on_user_error
+from hotdog.monitor.prediction_log import PredictionLogSettings
 from hotdog.serve.settings import ENV_PREFIX, Settings
 
 
@@ -30,6 +31,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     with exit_on_user_error():
         settings = Settings.from_env()
+        prediction_log = PredictionLogSettings.from_env()
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -58,7 +60,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         if server is not None:
             server.should_exit = True
 
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, on_load_failure=stop), **options))
+    app = create_app(settings, on_load_failure=stop, prediction_log=prediction_log)
+    server = uvicorn.Server(uvicorn.Config(app, **options))
     server.run()
     if failure:
         print(f"error: {failure[0]}", file=sys.stderr)
