@@ -187,3 +187,56 @@ def test_bad_settings_are_one_sentence(environ: dict[str, str], message: str):
 def test_settings_default_to_a_local_folder_and_can_be_turned_off():
     assert PredictionLogSettings.from_env({}).location == "logs/predictions"
     assert PredictionLogSettings.from_env({"HOTDOG_PREDICTION_LOG": "off"}).location is None
+
+
+# --------------------------------------------------------------- in the running service
+def test_the_service_logs_every_prediction_and_flushes_at_shutdown(
+    exported_model: Path, tmp_path: Path
+):
+    import httpx
+
+    from tests.conftest import SAMPLE, running_server
+
+    model = exported_model / "model.int8.onnx"
+    sidecar = json.loads((exported_model / "model.int8.onnx.json").read_text())
+    env = {
+        "HOTDOG_MODEL_URI": str(model),
+        "HOTDOG_PREDICTION_LOG": str(tmp_path / "log"),
+        "HOTDOG_PREDICTION_LOG_FLUSH_SECONDS": "3600",  # only the shutdown writes
+    }
+    photos = sorted((SAMPLE / "test").rglob("*.jpg"))[:4]
+    with running_server(env) as url:
+        for path in photos[:2]:
+            assert httpx.post(f"{url}/predict", files={"file": path.open("rb")}).is_success
+        batch = [("files", path.open("rb")) for path in photos[2:]]
+        batch.append(("files", ("broken.jpg", b"\xff\xd8 not a jpeg", "image/jpeg")))
+        assert httpx.post(f"{url}/predict/batch", files=batch).is_success
+        metrics = httpx.get(f"{url}/metrics").text
+        assert "hotdog_prediction_log_queue" in metrics
+        assert "hotdog_prediction_log_dropped_total" not in metrics or (
+            'hotdog_prediction_log_dropped_total{reason="queue_full"} 0' in metrics
+        )
+    records = read_records(tmp_path / "log")
+    assert len(records.records) == 4 and records.skipped == 0  # the refused upload is not logged
+    from PIL import Image
+
+    sizes = {Image.open(path).size for path in photos}
+    for record in records.records:
+        assert record["model_version"] == sidecar["version"]
+        assert len(record["embedding"]) == sidecar["embedding_dim"]
+        assert (record["width"], record["height"]) in sizes and record["format"] == "JPEG"
+        assert 0 <= record["brightness"] <= 1 and record["latency_ms"] > 0
+
+
+def test_the_service_refuses_a_bad_log_setting_in_one_sentence(exported_model: Path):
+    from tests.conftest import run_cli
+
+    env = {
+        "HOTDOG_MODEL_URI": str(exported_model / "model.int8.onnx"),
+        "HOTDOG_PREDICTION_LOG_QUEUE": "lots",
+        "HOTDOG_PORT": "0",
+    }
+    done = run_cli("-m", "hotdog.serve", env=env, timeout=60)
+    assert done.returncode == 2
+    assert "HOTDOG_PREDICTION_LOG_QUEUE='lots' is not a positive int" in done.stderr
+    assert "Traceback" not in done.stderr
