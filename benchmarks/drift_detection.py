@@ -28,7 +28,7 @@ from PIL import Image, ImageEnhance, ImageFilter
 from hotdog.core.dataset import list_split
 from hotdog.core.images import read_image
 from hotdog.core.preprocessing import DataConfig, preprocess_array
-from hotdog.monitor.drift import detect_drift
+from hotdog.monitor.drift import ALPHA, detect_drift
 from hotdog.monitor.profile import (
     RecordSet,
     image_statistics,
@@ -87,7 +87,7 @@ class Profiler:
 
 
 def detection_rate(
-    reference: RecordSet, pool: list[dict], window: int, trials: int, seed: int
+    reference: RecordSet, pool: list[dict], window: int, trials: int, seed: int, alpha: float
 ) -> float | None:
     if len(pool) < window:
         return None
@@ -96,7 +96,7 @@ def detection_rate(
     for _ in range(trials):
         chosen = rng.choice(len(pool), window, replace=False)
         current = RecordSet([pool[index] for index in chosen], skipped=0, files=1)
-        alarms += detect_drift(reference, current).drift
+        alarms += detect_drift(reference, current, alpha=alpha).drift
     return alarms / trials
 
 
@@ -127,20 +127,21 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="the export's seed (its test half)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--cache", type=Path, help="keep the photos' records here for reruns")
+    parser.add_argument(
+        "--reference", type=Path, help="another reference profile (default: the model's)"
+    )
+    parser.add_argument("--alpha", type=float, default=ALPHA, help="the verdict's alpha")
     args = parser.parse_args()
 
     started = time.perf_counter()
-    profiler = Profiler(args.model)
-    reference = read_records(Path(reference_uri(str(args.model))))
-    test = list_split(args.data, "test", profiler.classes)
-    _, held_out = split_reference_half([s.path for s in test], [s.label for s in test], args.seed)
-    sets: dict[str, list[dict]] = {"no drift (held-out test half)": profiler.records(held_out)}
-    for name, shift in SHIFTS.items():
-        sets[f"held-out half, {name}"] = profiler.records(held_out, shift)
-    for name, root in (("OOD set", args.ood), ("stock set", args.stock)):
-        if root:
-            photos = [s.path for s in list_split(root, "test", profiler.classes)]
-            sets[f"{name} ({root.name})"] = profiler.records(photos)
+    reference = read_records(args.reference or Path(reference_uri(str(args.model))))
+    print(f"reference: {len(reference.records)} records; alpha {args.alpha}")
+    if args.cache and args.cache.is_file():
+        sets: dict[str, list[dict]] = json.loads(args.cache.read_text())
+    else:
+        sets = profile_sets(args)
+        if args.cache:
+            args.cache.write_text(json.dumps(sets))
     print(
         f"profiled {sum(map(len, sets.values()))} photos in {time.perf_counter() - started:.0f} s"
     )
@@ -150,7 +151,7 @@ def main() -> None:
     for name, pool in sets.items():
         trials = args.trials if name.startswith("no drift") else args.drift_trials
         table[name] = {
-            str(size): detection_rate(reference, pool, size, trials, args.seed + size)
+            str(size): detection_rate(reference, pool, size, trials, args.seed + size, args.alpha)
             for size in windows
         }
         table[name]["photos"] = len(pool)
