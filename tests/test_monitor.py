@@ -72,6 +72,14 @@ def test_same_distribution_is_not_drift_and_each_shift_is_caught_by_its_test():
     assert scene.drift and flagged == {"embedding"}
 
 
+def test_the_kernel_test_can_reach_the_threshold_at_a_small_alpha():
+    # 500 permutations give p >= 0.002, above 0.01 / 8 tests: the test must add permutations.
+    reference = _set(_records(300, seed=0))
+    scene = detect_drift(reference, _set(_records(100, seed=3, embedding_shift=1.0)), alpha=0.01)
+    (embedding,) = [test for test in scene.tests if test.name == "embedding"]
+    assert embedding.p_value < scene.threshold and scene.drift
+
+
 def test_mmd_p_value_is_uniform_enough_under_no_drift():
     rng = np.random.default_rng(0)
     p_values = [

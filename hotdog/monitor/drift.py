@@ -14,6 +14,7 @@ the false-alarm rate of the whole verdict at or below ``alpha``.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -214,6 +215,9 @@ def detect_drift(
             chosen = rng.choice(len(cur_embeddings), MAX_KERNEL_SAMPLE, replace=False)
             cur_embeddings = cur_embeddings[chosen]
             notes.append(f"embedding: a random {MAX_KERNEL_SAMPLE} of the window tested")
+        # A permutation p-value is never below 1 / (permutations + 1): enough of them that the
+        # kernel test can reach the Bonferroni threshold (8 tests at alpha 0.01: 3,200).
+        permutations = max(permutations, math.ceil(4 * (len(tests) + 1) / alpha))
         statistic, p_value = mmd_test(ref_embeddings, cur_embeddings, permutations, seed)
         centre, direction = _main_direction(ref_embeddings)
         tests.append(
