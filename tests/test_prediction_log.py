@@ -213,9 +213,8 @@ def test_the_service_logs_every_prediction_and_flushes_at_shutdown(
         assert httpx.post(f"{url}/predict/batch", files=batch).is_success
         metrics = httpx.get(f"{url}/metrics").text
         assert "hotdog_prediction_log_queue" in metrics
-        assert "hotdog_prediction_log_dropped_total" not in metrics or (
-            'hotdog_prediction_log_dropped_total{reason="queue_full"} 0' in metrics
-        )
+        for reason in ("queue_full", "sink_error"):
+            assert f'hotdog_prediction_log_dropped_total{{reason="{reason}"}} 0.0' in metrics
     records = read_records(tmp_path / "log")
     assert len(records.records) == 4 and records.skipped == 0  # the refused upload is not logged
     from PIL import Image

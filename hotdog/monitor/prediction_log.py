@@ -232,6 +232,8 @@ class PredictionLog:
             ["reason"],
             registry=registry,
         )
+        for reason in ("queue_full", "sink_error"):  # exported at 0, so rate() sees the first
+            self.dropped.labels(reason)
         self.written = Counter(
             "hotdog_prediction_log_written", "Prediction records written.", registry=registry
         )
