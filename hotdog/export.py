@@ -63,12 +63,15 @@ class ProbabilityModel(nn.Module):
     """The classifier as served: normalised NCHW images in; class probabilities and the projected
     pooled embedding out, computed in the same pass."""
 
+    projection: torch.Tensor
+
     def __init__(self, classifier: HotdogClassifier, tta_hflip: bool) -> None:
         super().__init__()
-        self.net = classifier.net
+        net: Any = classifier.net  # a timm model: forward_features, forward_head, num_features
+        self.net = net
         self.tta_hflip = tta_hflip
         generator = torch.Generator().manual_seed(EMBEDDING_SEED)
-        projection = torch.randn(self.net.num_features, EMBEDDING_DIM, generator=generator)
+        projection = torch.randn(int(net.num_features), EMBEDDING_DIM, generator=generator)
         self.register_buffer("projection", projection / EMBEDDING_DIM**0.5)
 
     def _pooled(self, images: torch.Tensor) -> torch.Tensor:
@@ -125,7 +128,7 @@ def _split_settings(checkpoint: Path) -> tuple[float, int]:
     if config.is_file():
         from omegaconf import OmegaConf
 
-        data = OmegaConf.load(config).get("data", {})
+        data: Any = OmegaConf.select(OmegaConf.load(config), "data", default={})
         return float(data.get("val_fraction", 0.2)), int(data.get("split_seed", 42))
     return 0.2, 42  # configs/data/sample.yaml's
 

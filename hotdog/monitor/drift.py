@@ -85,11 +85,10 @@ def _column(records: list[dict[str, Any]], name: str) -> np.ndarray:
 
 def _embeddings(records: list[dict[str, Any]]) -> np.ndarray | None:
     rows = [record.get("embedding") for record in records]
-    if not rows or any(not isinstance(row, list) or not row for row in rows):
+    vectors = [row for row in rows if isinstance(row, list) and row]
+    if not rows or len(vectors) != len(rows) or len({len(row) for row in vectors}) != 1:
         return None
-    if len({len(row) for row in rows}) != 1:
-        return None
-    return np.asarray(rows, dtype=np.float64)
+    return np.asarray(vectors, dtype=np.float64)
 
 
 def mmd_test(

@@ -202,6 +202,7 @@ class LiveDrift:
         """MMD statistic and permutation p-value of the window against the reference."""
         from hotdog.monitor.drift import mmd_test
 
+        assert self.reference is not None  # due() says so
         self.last_test = time.monotonic()
         return mmd_test(self.reference, np.asarray(self.embeddings), permutations=200)
 
@@ -337,10 +338,11 @@ class PredictionLog:
         batch: list[Pending] = []
         deadline = time.monotonic() + self.settings.flush_seconds
         while True:
+            item: Pending | bool | None
             try:
                 item = self.queue.get(timeout=max(deadline - time.monotonic(), 0.01))
             except queue.Empty:
-                item = ...  # time to flush
+                item = False  # nothing came: time to look at the flush deadline
             if item is None:
                 self._flush(batch)
                 return
