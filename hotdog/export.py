@@ -50,9 +50,10 @@ log = logging.getLogger("hotdog.export")
 OPSET = 17
 INPUT_NAME, OUTPUT_NAME, EMBEDDING_NAME = "image", "probabilities", "embedding"
 # The pooled backbone features (1280 numbers for EfficientNet-Lite) times a fixed random Gaussian
-# matrix: 64 numbers keep distances between images within a few percent (Johnson-Lindenstrauss)
-# and make a logged record ~20x smaller. Unlike PCA fitted on the reference, a random projection
-# does not discard the directions the reference happens not to vary in, where drift may show.
+# matrix: 64 numbers keep distances between images on average (each pair within about +-20 %,
+# Johnson-Lindenstrauss) and make a logged record ~12x smaller. Unlike PCA fitted on the
+# reference, a random projection does not discard the directions the reference happens not to
+# vary in, where drift may show.
 EMBEDDING_DIM, EMBEDDING_SEED = 64, 0
 FP32_NAME, INT8_NAME = "model.onnx", "model.int8.onnx"
 # Export is numerically the same network: larger differences mean a broken export.
