@@ -58,6 +58,7 @@ class ServingState:
 
     def __post_init__(self) -> None:
         self.body_budget = BodyBudget(self.settings.body_memory_bytes)
+        self.metrics.body_bytes_held.set_function(lambda: self.body_budget.held)
         # Requests are decoded and classified in these threads, each inference using
         # settings.threads cores: together they keep every core busy. The pool also bounds the
         # memory held by images being decoded at once.
