@@ -39,7 +39,8 @@ COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    HOTDOG_HOST=0.0.0.0
+    HOTDOG_HOST=0.0.0.0 \
+    HOTDOG_PREDICTION_LOG=/tmp/hotdog/predictions
 WORKDIR /app
 # Any unprivileged id works; this one owns nothing in the image.
 USER 10001:10001

@@ -66,6 +66,7 @@ def test_publish_deploy_and_roll_back(gcs: str, tmp_path: Path, capsys):
     assert {"name": "HOTDOG_MODEL_URI", "value": f"{BUCKET}/models/v2/model.int8.onnx"} in api[
         "env"
     ]
+    assert {"name": "HOTDOG_PREDICTION_LOG", "value": f"{BUCKET}/predictions"} in api["env"]
 
     code, out, _ = cli(capsys, "rollback", *common)
     assert code == 0 and "models/v1/model.int8.onnx" in out

@@ -30,6 +30,7 @@ PLACEHOLDERS = {
     "${MODEL_URI}": "gs://p-hotdog/models/v1/model.int8.onnx",
     "${MODEL_DIR}": "gs://p-hotdog/models/v1",
     "${API_SERVICE_ACCOUNT}": "hotdog-api@p.iam.gserviceaccount.com",
+    "${PREDICTION_LOG_URI}": "gs://p-hotdog/predictions",
 }
 
 
@@ -105,6 +106,8 @@ def test_cloud_run_service_probes_scaling_and_metrics_sidecar():
     assert api["startupProbe"]["httpGet"] == {"path": "/ready", "port": port}
     assert api["livenessProbe"]["httpGet"] == {"path": "/health", "port": port}
     assert {"name": "HOTDOG_MODEL_URI", "value": PLACEHOLDERS["${MODEL_URI}"]} in api["env"]
+    log = {"name": "HOTDOG_PREDICTION_LOG", "value": PLACEHOLDERS["${PREDICTION_LOG_URI}"]}
+    assert log in api["env"]  # Cloud Run's disk is memory: the log goes to the bucket
     assert api["resources"]["limits"] == {"cpu": "2", "memory": "2Gi"}
     assert "cloud-run-gmp-sidecar" in collector["image"]
     assert "collector" in annotations["run.googleapis.com/container-dependencies"]

@@ -81,8 +81,20 @@ def record_release(bucket: str, entry: dict[str, str]) -> None:
         json.dump(releases, out, indent=1)
 
 
-def render_service(template: str, image: str, model_uri: str, service_account: str) -> str:
-    values = {"API_IMAGE": image, "MODEL_URI": model_uri, "API_SERVICE_ACCOUNT": service_account}
+def prediction_log_uri(bucket: str) -> str:
+    """Where the deployed service writes its prediction log (batched objects, one folder a day)."""
+    return f"{bucket.rstrip('/')}/predictions"
+
+
+def render_service(
+    template: str, image: str, model_uri: str, service_account: str, prediction_log: str
+) -> str:
+    values = {
+        "API_IMAGE": image,
+        "MODEL_URI": model_uri,
+        "API_SERVICE_ACCOUNT": service_account,
+        "PREDICTION_LOG_URI": prediction_log,
+    }
     for name, value in values.items():
         template = template.replace("${" + name + "}", value)
     return template
@@ -97,7 +109,11 @@ def deploy(
         fetch_model(model_uri)
     except HotdogError as error:
         raise ReleaseError(f"Version {version} cannot be deployed: {error}") from None
-    out.write_text(render_service(template.read_text(), image, model_uri, service_account))
+    out.write_text(
+        render_service(
+            template.read_text(), image, model_uri, service_account, prediction_log_uri(bucket)
+        )
+    )
     record_release(bucket, {"version": version, "image": image})
     return model_uri
 
