@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
 from hotdog.errors import HotdogError, exit_on_user_error
-from hotdog.evaluate import test_and_report
+from hotdog.evaluate import test_and_report_all
 from hotdog.utils import instantiate_callbacks, instantiate_loggers, save_run_files
 from hotdog.utils.instantiate import quiet_console
 
@@ -66,7 +66,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if not best:
             log.warning("No best checkpoint was saved; testing the current weights.")
-        report = test_and_report(
+        report = test_and_report_all(
             trainer,
             model,
             datamodule,
