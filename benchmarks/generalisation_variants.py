@@ -117,9 +117,54 @@ def figures(probabilities: torch.Tensor, labels: torch.Tensor) -> dict:
     return row
 
 
+def combine_with_fine_tuned(
+    tuned, pretrained, head, sets, labels, args, size, record, probabilities
+):
+    """The ensemble and WiSE-FT rows (need the fine-tuned checkpoint)."""
+    tag = args.checkpoint.resolve().parent.parent.name
+    # Ensemble weight chosen on validation log-loss.
+    best = None
+    for weight in (0.25, 0.5, 0.75):
+        mixed = {
+            n: weight * probabilities["fine-tuned"][n]
+            + (1 - weight) * probabilities["linear probe"][n]
+            for n in EVALUATED
+        }
+        loss = F.nll_loss(mixed["val"].log(), labels["val"]).item()
+        if best is None or loss < best[0]:
+            best = (loss, weight, mixed)
+    record(f"ensemble (fine-tuned weight {best[1]})", best[2])  # type: ignore[index]
+
+    for alpha in args.wise:
+        state_ft = tuned.net.state_dict()
+        state_0 = pretrained.net.state_dict()
+        classifier = pretrained.net.pretrained_cfg.get("classifier", "classifier")
+        state_0[f"{classifier}.weight"] = head.weight.detach()
+        state_0[f"{classifier}.bias"] = head.bias.detach()
+        mixed_state = {
+            k: (alpha * v.float() + (1 - alpha) * state_0[k].float()).to(v.dtype)
+            if v.is_floating_point()
+            else v
+            for k, v in state_ft.items()
+        }
+        wise = HotdogClassifier(backbone=tuned.hparams.backbone, image_size=size, pretrained=False)
+        wise.net.load_state_dict(mixed_state)
+        feats = cached_features(args.cache, f"{tag}-wise{alpha}-{size}", wise.net, sets, EVALUATED)
+        with torch.no_grad():
+            fc = wise.net.get_classifier()
+            record(
+                f"WiSE-FT {alpha}",
+                {n: F.linear(feats[n], fc.weight, fc.bias).softmax(-1) for n in EVALUATED},
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument(
+        "--checkpoint", type=Path, help="a default-recipe run; without it, frozen variants only"
+    )
+    parser.add_argument("--backbone", default="tf_efficientnet_lite2")
+    parser.add_argument("--image-size", type=int, default=320)
     parser.add_argument("--data", type=Path, default=SHARED / "hotdog")
     parser.add_argument("--cache", type=Path, default=ROOT / "runs" / "benchmark" / "features")
     parser.add_argument("--wise", type=float, nargs="*", default=[0.5])
@@ -130,17 +175,15 @@ def main() -> None:
     args.output.mkdir(parents=True, exist_ok=True)
     torch.set_grad_enabled(True)
 
-    tuned = load_classifier(args.checkpoint)
-    size = tuned.data_config.input_size
-    sets = load_sets(tuned, args.data, size)
+    tuned = load_classifier(args.checkpoint) if args.checkpoint else None
+    backbone = tuned.hparams.backbone if tuned else args.backbone
+    size = tuned.data_config.input_size if tuned else args.image_size
+    pretrained = HotdogClassifier(backbone=backbone, image_size=size)
+    sets = load_sets(pretrained, args.data, size)
     labels = {name: torch.tensor(sets[name].labels) for name in SETS}
-    tag = args.checkpoint.resolve().parent.parent.name
-
-    pretrained = HotdogClassifier(backbone=tuned.hparams.backbone, image_size=size)
     base = cached_features(args.cache, f"pretrained-{size}", pretrained.net, sets, SETS)
-    fine = cached_features(args.cache, f"{tag}-{size}", tuned.net, sets, EVALUATED)
 
-    source = torch.load(bundled_weights_path(tuned.hparams.backbone), weights_only=True)
+    source = torch.load(bundled_weights_path(backbone), weights_only=True)
     imagenet = torch.nn.Linear(source["_fc.weight"].shape[1], 1000)
     imagenet.load_state_dict({"weight": source["_fc.weight"], "bias": source["_fc.bias"]})
 
@@ -157,15 +200,15 @@ def main() -> None:
             flush=True,
         )
 
-    with torch.no_grad():
+    if tuned is not None:
+        tag = args.checkpoint.resolve().parent.parent.name
+        fine = cached_features(args.cache, f"{tag}-{size}", tuned.net, sets, EVALUATED)
         fc = tuned.net.get_classifier()
-        record(
-            "fine-tuned", {n: F.linear(fine[n], fc.weight, fc.bias).softmax(-1) for n in EVALUATED}
-        )
+        with torch.no_grad():
+            probs = {n: F.linear(fine[n], fc.weight, fc.bias).softmax(-1) for n in EVALUATED}
+        record("fine-tuned", probs)
 
-    def probe(
-        features: dict[str, torch.Tensor], names=SETS
-    ) -> tuple[torch.nn.Linear, float, float]:
+    def probe(features: dict[str, torch.Tensor]) -> tuple[torch.nn.Linear, float, float]:
         mean = features["train"].mean(0)
         std = features["train"].std(0) + 1e-6
         best = None
@@ -215,43 +258,12 @@ def main() -> None:
             seconds,
         )
 
-    # Ensemble weight chosen on validation log-loss.
-    best = None
-    for weight in (0.25, 0.5, 0.75):
-        mixed = {
-            n: weight * probabilities["fine-tuned"][n]
-            + (1 - weight) * probabilities["linear probe"][n]
-            for n in EVALUATED
-        }
-        loss = F.nll_loss(mixed["val"].log(), labels["val"]).item()
-        if best is None or loss < best[0]:
-            best = (loss, weight, mixed)
-    record(f"ensemble (fine-tuned weight {best[1]})", best[2])  # type: ignore[index]
-
-    for alpha in args.wise:
-        state_ft = tuned.net.state_dict()
-        state_0 = pretrained.net.state_dict()
-        classifier = pretrained.net.pretrained_cfg.get("classifier", "classifier")
-        state_0[f"{classifier}.weight"] = head.weight.detach()
-        state_0[f"{classifier}.bias"] = head.bias.detach()
-        mixed_state = {
-            k: (alpha * v.float() + (1 - alpha) * state_0[k].float()).to(v.dtype)
-            if v.is_floating_point()
-            else v
-            for k, v in state_ft.items()
-        }
-        wise = HotdogClassifier(backbone=tuned.hparams.backbone, image_size=size, pretrained=False)
-        wise.net.load_state_dict(mixed_state)
-        feats = cached_features(args.cache, f"{tag}-wise{alpha}-{size}", wise.net, sets, EVALUATED)
-        with torch.no_grad():
-            fc = wise.net.get_classifier()
-            record(
-                f"WiSE-FT {alpha}",
-                {n: F.linear(feats[n], fc.weight, fc.bias).softmax(-1) for n in EVALUATED},
-            )
-
+    if tuned is not None:
+        combine_with_fine_tuned(
+            tuned, pretrained, head, sets, labels, args, size, record, probabilities
+        )
     if args.multiscale:
-        small = load_sets(tuned, args.data, 224)
+        small = load_sets(pretrained, args.data, 224)
         base224 = cached_features(args.cache, "pretrained-224", pretrained.net, small, EVALUATED)
         with torch.no_grad():
             record(

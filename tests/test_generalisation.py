@@ -3,6 +3,7 @@ the corruption table, and the guarantee that fitting never reads the development
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import sys
@@ -80,11 +81,18 @@ def _dispatch(event: str, args: tuple) -> None:
 sys.addaudithook(_dispatch)  # audit hooks cannot be removed; this one only feeds the active logs
 
 
-def test_training_reports_extra_sets_side_by_side_and_fitting_never_reads_them(
-    compose_train, small_dataset: Path, tmp_path: Path, monkeypatch
-):
-    stock = _evaluation_only_set(tmp_path / "stock")
-    ood = _evaluation_only_set(tmp_path / "ood", {"hot_dog": "chilidog", "not_hot_dog": "pets"})
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A tiny model trained on 8 photos with two extra sets configured, every file access to
+    those sets recorded and tagged with whether fitting was on."""
+    from hydra import compose, initialize_config_dir
+
+    from tests.conftest import CONFIGS
+
+    base = tmp_path_factory.mktemp("tiny")
+    data = copy_sample(base / "data")
+    stock = _evaluation_only_set(base / "stock")
+    ood = _evaluation_only_set(base / "ood", {"hot_dog": "chilidog", "not_hot_dog": "pets"})
     access = _FileAccessLog([stock, ood])
     fit = L.Trainer.fit
 
@@ -95,33 +103,48 @@ def test_training_reports_extra_sets_side_by_side_and_fitting_never_reads_them(
         finally:
             access.fitting = False
 
-    monkeypatch.setattr(L.Trainer, "fit", watched_fit)
-    cfg = compose_train(
-        f"data.root={small_dataset}",
-        f"data.extra_eval_roots={{stock:'{stock}',ood:'{ood}'}}",
-        "model=mobilenetv3_small_100",
-        "model.pretrained=false",
-        "model.image_size=96",
-        "trainer.max_epochs=2",
-        "model.freeze_backbone_epochs=1",
-    )
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                f"paths.output_dir={base / 'run'}",
+                "logger=csv",
+                f"data.root={data}",
+                f"data.extra_eval_roots={{stock:'{stock}',ood:'{ood}'}}",
+                "model=mobilenetv3_small_100",
+                "model.pretrained=false",
+                "model.image_size=96",
+                "trainer.max_epochs=2",
+                "model.freeze_backbone_epochs=1",
+            ],
+        )
+    L.Trainer.fit = watched_fit  # type: ignore[method-assign]
     _ACCESS_LOGS.append(access)
     try:
         metrics, _ = train(cfg)
     finally:
         _ACCESS_LOGS.remove(access)
+        L.Trainer.fit = fit  # type: ignore[method-assign]
+    return {"run": base / "run", "metrics": metrics, "access": access}
 
-    # Fitting (training, validation, checkpoint selection) touched neither set; the report did.
+
+def test_fitting_never_reads_the_development_sets(tiny_run: dict):
+    access: _FileAccessLog = tiny_run["access"]
+    # Fitting (training, validation, checkpoint selection) touched neither set; the report did,
+    # so the log does see those files when they are read.
     assert not [path for fitting, path in access.seen if fitting]
     assert {Path(p).parent.name for _, p in access.seen} >= {"hot_dog", "not_hot_dog"}
 
-    run = tmp_path / "run"
+
+def test_training_reports_extra_sets_side_by_side(tiny_run: dict):
+    run = tiny_run["run"]
     summary = json.loads((run / "eval_summary.json").read_text())
     assert [row["set"] for row in summary] == ["test", "stock", "ood"]
     test_report = json.loads((run / "metrics.json").read_text())
     # The run's test metrics stay the test split's, not the last extra set's.
-    assert metrics["test/acc"] == pytest.approx(test_report["accuracy"])
-    assert summary[0]["images"] == 8 and summary[0]["accuracy"] == round(test_report["accuracy"], 4)
+    assert tiny_run["metrics"]["test/acc"] == pytest.approx(test_report["accuracy"])
+    assert summary[0]["images"] == 8
+    assert summary[0]["accuracy"] == round(test_report["accuracy"], 4)
     for row in summary[1:]:
         report = json.loads((run / "extra" / row["set"] / "metrics.json").read_text())
         assert row["images"] == report["counts"]["images"] == 4
@@ -179,21 +202,18 @@ def test_each_corruption_changes_the_picture_more_with_severity(name: str):
 
 
 def test_evaluate_on_evaluation_only_folder_with_corruptions(
-    compose_train, tmp_path: Path, trained_run: Path
+    compose_train, tmp_path: Path, tiny_run: dict
 ):
     """The CLI path: an evaluation-only data root, an extra set, and corruptions=true."""
     from hotdog.evaluate import evaluate
 
     data = _evaluation_only_set(tmp_path / "dev")
-    extra = _evaluation_only_set(tmp_path / "extra")
-    shutil.rmtree(extra / "test" / "hot_dog")
-    (extra / "test" / "hot_dog").mkdir()
-    for path in sorted((data / "test" / "hot_dog").iterdir()):
-        shutil.copy(path, extra / "test" / "hot_dog" / path.name)
+    copy = tmp_path / "copy"
+    shutil.copytree(data, copy)
     cfg = compose_train(
-        f"ckpt_path={trained_run / 'checkpoints' / 'best.ckpt'}",
+        f"ckpt_path={tiny_run['run'] / 'checkpoints' / 'best.ckpt'}",
         f"data.root={data}",
-        f"data.extra_eval_roots={{again:'{extra}'}}",
+        f"data.extra_eval_roots={{again:'{copy}'}}",
         "corruptions=true",
         "corruption_images=2",
         config_name="eval",
@@ -202,4 +222,6 @@ def test_evaluate_on_evaluation_only_folder_with_corruptions(
     summary = json.loads((tmp_path / "run" / "eval_summary.json").read_text())
     # The same photos in both sets: the same figures.
     assert summary[0]["accuracy"] == summary[1]["accuracy"] == round(report["accuracy"], 4)
-    assert (tmp_path / "run" / "corruptions.csv").is_file()
+    with (tmp_path / "run" / "corruptions.csv").open() as stream:
+        rows = list(csv.DictReader(stream))
+    assert len(rows) == 1 + 3 * len(CORRUPTIONS) and all(row["images"] == "2" for row in rows)
