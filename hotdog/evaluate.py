@@ -21,8 +21,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
+from hotdog.core.errors import HotdogError, exit_on_user_error
 from hotdog.data import HotdogDataModule
-from hotdog.errors import HotdogError, exit_on_user_error
 from hotdog.models import HotdogClassifier, load_classifier
 from hotdog.report import write_report
 from hotdog.utils.instantiate import quiet_console

@@ -29,12 +29,12 @@ import torch
 from torch import nn
 
 from hotdog import __version__
-from hotdog.data.datamodule import list_split
-from hotdog.data.images import read_image
-from hotdog.data.preprocessing import DataConfig, preprocess_array
-from hotdog.errors import HotdogError, exit_on_user_error
+from hotdog.core.artifact import ModelMetadata, model_version, sidecar_uri
+from hotdog.core.dataset import list_split
+from hotdog.core.errors import HotdogError, exit_on_user_error
+from hotdog.core.images import read_image
+from hotdog.core.preprocessing import DataConfig, preprocess_array
 from hotdog.models import HotdogClassifier, load_classifier
-from hotdog.serve.model_store import sidecar_uri
 
 log = logging.getLogger("hotdog.export")
 
@@ -207,29 +207,27 @@ def _write_sidecar(
     checkpoint_sha256: str,
     accuracy: float,
     test_images: int,
-) -> dict[str, Any]:
+) -> ModelMetadata:
     model_sha256 = sha256_of(model_path)
-    info = classifier.inference_info()
-    sidecar = {
-        "format": "onnx",
-        "precision": precision,
-        "version": f"{info['backbone']}-{precision}-{model_sha256[:12]}",
-        "sha256": model_sha256,
-        "class_names": info["class_names"],
-        "backbone": info["backbone"],
-        "data_config": data_config.to_dict(),
-        "tta_hflip": tta_hflip,
-        "input_name": INPUT_NAME,
-        "output_name": OUTPUT_NAME,
-        "opset": OPSET,
-        "test_accuracy": round(accuracy, 6),
-        "test_images": test_images,
-        "source_checkpoint": {"path": str(checkpoint), "sha256": checkpoint_sha256},
-        "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "hotdog_version": __version__,
-    }
-    sidecar_path(model_path).write_text(json.dumps(sidecar, indent=2) + "\n")
-    return sidecar
+    # The served model's own preprocessing and TTA, which export may change from the checkpoint's.
+    info = replace(classifier.inference_info(), data_config=data_config, tta_hflip=tta_hflip)
+    metadata = ModelMetadata(
+        inference=info,
+        version=model_version(info.backbone, precision, model_sha256),
+        precision=precision,
+        sha256=model_sha256,
+        format="onnx",
+        input_name=INPUT_NAME,
+        output_name=OUTPUT_NAME,
+        opset=OPSET,
+        test_accuracy=round(accuracy, 6),
+        test_images=test_images,
+        source_checkpoint={"path": str(checkpoint), "sha256": checkpoint_sha256},
+        exported_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        hotdog_version=__version__,
+    )
+    sidecar_path(model_path).write_text(metadata.to_json())
+    return metadata
 
 
 def int8_refusal(

@@ -15,8 +15,9 @@ from typing import Any
 
 import torch
 
-from hotdog.data import UnreadableImageError, preprocess, read_image
-from hotdog.errors import HotdogError, exit_on_user_error
+from hotdog.core.errors import HotdogError, exit_on_user_error
+from hotdog.core.images import UnreadableImageError, read_image
+from hotdog.data import preprocess
 from hotdog.models import HotdogClassifier, load_classifier
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}

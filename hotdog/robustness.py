@@ -21,7 +21,8 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from hotdog.data.datamodule import HotdogDataModule, PictureDataset, stratified_split
+from hotdog.core.dataset import stratified_split
+from hotdog.data.datamodule import HotdogDataModule, PictureDataset
 
 log = logging.getLogger(__name__)
 

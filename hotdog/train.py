@@ -16,7 +16,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
-from hotdog.errors import HotdogError, exit_on_user_error
+from hotdog.core.errors import HotdogError, exit_on_user_error
 from hotdog.evaluate import test_and_report_all
 from hotdog.utils import instantiate_callbacks, instantiate_loggers, save_run_files
 from hotdog.utils.instantiate import quiet_console

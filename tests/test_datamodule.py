@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from hotdog.data import DataConfig, DatasetError, HotdogDataModule
-from hotdog.data.datamodule import stratified_split
+from hotdog.core.dataset import DatasetError, stratified_split
+from hotdog.core.preprocessing import DataConfig
+from hotdog.data import HotdogDataModule
 from hotdog.data.transforms import eval_transform, resize_short_side
 from tests.conftest import CLASSES, SAMPLE, copy_sample
 

@@ -11,7 +11,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from hotdog.data import preprocess_array, read_image
+from hotdog.core.artifact import ModelMetadata
+from hotdog.core.images import read_image
+from hotdog.core.preprocessing import preprocess_array
 from hotdog.export import int8_refusal
 from hotdog.models import load_classifier
 from tests.conftest import SAMPLE, copy_sample, run_cli
@@ -44,6 +46,8 @@ def test_export_writes_models_with_matching_sidecars(exported_model: Path, check
         )
         assert sidecar["test_images"] == 40
         assert 0.5 <= sidecar["test_accuracy"] <= 1.0
+        # One schema reads what export wrote, without losing a key.
+        assert ModelMetadata.from_dict(sidecar).to_dict() == sidecar
     assert (exported_model / "model.int8.onnx").stat().st_size < (
         (exported_model / "model.onnx").stat().st_size / 2
     )

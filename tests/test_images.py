@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from hotdog.data.images import UnreadableImageError, decode_image, read_image
+from hotdog.core.images import UnreadableImageError, decode_image, read_image
 from tests.conftest import SAMPLE
 
 PHOTO = sorted((SAMPLE / "test" / "hot_dog").glob("*.jpg"))[0]

@@ -10,11 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from hotdog.data import preprocess, read_image
-from hotdog.errors import HotdogError
+from hotdog.core.artifact import CHECKPOINT_KEY
+from hotdog.core.errors import HotdogError
+from hotdog.core.images import read_image
+from hotdog.data import preprocess
 from hotdog.models import HotdogClassifier, PretrainedWeightsUnavailableError, create_backbone
 from hotdog.models.backbones import bundled_weights_path, convert_lite_state_dict
-from hotdog.models.classifier import INFERENCE_KEY, load_classifier
+from hotdog.models.classifier import load_classifier
 from hotdog.models.schedules import one_cycle, warmup_cosine
 from tests.conftest import SAMPLE
 
@@ -178,8 +180,8 @@ def test_checkpoint_loads_without_config(tmp_path: Path):
     path = tmp_path / "model.ckpt"
     trainer.save_checkpoint(path)
     checkpoint = torch.load(path, weights_only=False)
-    assert checkpoint[INFERENCE_KEY]["class_names"] == ["hot_dog", "not_hot_dog"]
-    assert checkpoint[INFERENCE_KEY]["data_config"]["mean"] == [0.5, 0.5, 0.5]
+    assert checkpoint[CHECKPOINT_KEY]["class_names"] == ["hot_dog", "not_hot_dog"]
+    assert checkpoint[CHECKPOINT_KEY]["data_config"]["mean"] == [0.5, 0.5, 0.5]
 
     loaded = load_classifier(path)
     images = torch.randn(2, 3, 224, 224)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hotdog.data import DatasetError
+from hotdog.core.dataset import DatasetError
 from hotdog.pipeline.prepare import prepare, strip_jpeg_metadata
 from tests.conftest import copy_sample, run_cli
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from hotdog.core.artifact import ArtifactError, ModelMetadata
 from hotdog.serve.settings import Settings, SettingsError
 from tests.conftest import SAMPLE, SERVER_PIDS, run_cli, running_server
 
@@ -56,7 +57,8 @@ def test_service_agrees_with_the_exported_model(live_server: str, exported_model
     """Same probabilities as running the int8 ONNX file directly on the same preprocessing."""
     import onnxruntime as ort
 
-    from hotdog.data import DataConfig, preprocess_array, read_image
+    from hotdog.core.images import read_image
+    from hotdog.core.preprocessing import DataConfig, preprocess_array
 
     sidecar = json.loads((exported_model / "model.int8.onnx.json").read_text())
     config = DataConfig.from_dict(sidecar["data_config"])
@@ -310,9 +312,25 @@ def test_settings_from_environment():
         Settings.from_env({"HOTDOG_MAX_BATCH": "0"})
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{not json", "is not a model sidecar (it is malformed)"),
+        ('{"class_names": ["a", "b"]}', "is not a model sidecar (it lacks the key 'backbone')"),
+    ],
+)
+def test_a_broken_sidecar_is_one_sentence(text: str, message: str):
+    with pytest.raises(ArtifactError) as caught:
+        ModelMetadata.from_json(text, source="gs://bucket/model.onnx.json")
+    assert str(caught.value).startswith(f"gs://bucket/model.onnx.json {message}")
+    assert str(caught.value).count(". ") == 0 and str(caught.value).endswith("hotdog.export.")
+
+
 def test_the_onnx_service_does_not_import_torch(exported_model: Path):
     code = (
         "import sys\n"
+        "import hotdog.core.artifact, hotdog.core.dataset, hotdog.core.errors\n"
+        "import hotdog.core.images, hotdog.core.preprocessing\n"
         "from fastapi.testclient import TestClient\n"
         "from hotdog.serve.app import create_app\n"
         "from hotdog.serve.settings import Settings\n"

@@ -218,7 +218,7 @@ def test_no_callbacks_means_no_checkpoints(compose_train, tmp_path: Path):
 
 
 def test_resume_from_a_missing_checkpoint_is_one_sentence(compose_train, tmp_path: Path):
-    from hotdog.errors import HotdogError
+    from hotdog.core.errors import HotdogError
 
     with pytest.raises(HotdogError, match="does not exist"):
         train(compose_train(f"ckpt_path={tmp_path / 'gone.ckpt'}"))

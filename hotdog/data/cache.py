@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hotdog.data.images import UnreadableImageError, decode_image
+from hotdog.core.images import UnreadableImageError, decode_image
 from hotdog.data.transforms import DataConfig, resize_short_side
 
 # Raise when decoding or resizing changes, so no stale picture is served from an old cache.

@@ -17,7 +17,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 from torchvision.transforms.v2 import functional as F
 
-from hotdog.data.preprocessing import DataConfig, resize_short_side_image
+from hotdog.core.preprocessing import DataConfig, resize_short_side_image
 
 __all__ = ["Augmentation", "DataConfig", "eval_transform", "preprocess", "train_transform"]
 

@@ -19,7 +19,7 @@ import timm
 import torch
 from torch import nn
 
-from hotdog.errors import HotdogError
+from hotdog.core.errors import HotdogError
 
 # Backbones whose ImageNet weights are installed with the project, from the package index:
 # timm architecture -> (package, class whose get_model_file_path() gives the file).

@@ -28,12 +28,10 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
-from hotdog.data.preprocessing import DataConfig
-from hotdog.errors import HotdogError
+from hotdog.core.artifact import CHECKPOINT_KEY, InferenceInfo
+from hotdog.core.errors import HotdogError
+from hotdog.core.preprocessing import DataConfig
 from hotdog.models.backbones import create_backbone
-
-# Key under which a checkpoint carries what inference needs, readable without Lightning.
-INFERENCE_KEY = "hotdog_inference"
 
 
 def _stage_metrics(num_classes: int, prefix: str) -> MetricCollection:
@@ -246,22 +244,23 @@ class HotdogClassifier(L.LightningModule):
         }
 
     # ----------------------------------------------------------------- checkpoints
-    def inference_info(self) -> dict[str, Any]:
+    def inference_info(self) -> InferenceInfo:
         """What a checkpoint must say for inference: classes, model and preprocessing."""
-        return {
-            "class_names": self.class_names,
-            "backbone": self.net.pretrained_cfg["architecture"],
-            "data_config": self.data_config.to_dict(),
-            "tta_hflip": self.tta_hflip,
-        }
+        return InferenceInfo(
+            class_names=tuple(self.class_names),
+            backbone=self.net.pretrained_cfg["architecture"],
+            data_config=self.data_config,
+            tta_hflip=self.tta_hflip,
+        )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[INFERENCE_KEY] = self.inference_info()
+        checkpoint[CHECKPOINT_KEY] = self.inference_info().to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The preprocessing a model was trained with, not what today's timm would derive.
-        if INFERENCE_KEY in checkpoint:
-            self.data_config = DataConfig.from_dict(checkpoint[INFERENCE_KEY]["data_config"])
+        if CHECKPOINT_KEY in checkpoint:
+            info = InferenceInfo.from_dict(checkpoint[CHECKPOINT_KEY])
+            self.data_config = info.data_config
 
 
 def load_classifier(path: str | Path, map_location: str = "cpu") -> HotdogClassifier:

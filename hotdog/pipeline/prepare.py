@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from hotdog.data.datamodule import SPLITS, DatasetError, list_split
-from hotdog.data.images import UnreadableImageError, decode_image
-from hotdog.errors import exit_on_user_error
+from hotdog.core.dataset import SPLITS, DatasetError, list_split
+from hotdog.core.errors import exit_on_user_error
+from hotdog.core.images import UnreadableImageError, decode_image
 
 LEAK_POLICIES = ("drop-from-train", "drop-from-test", "keep")
 # JPEG segments kept: JFIF header (APP0), colour profile (APP2 ICC_PROFILE), Adobe colour

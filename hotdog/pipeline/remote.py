@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
-from hotdog.errors import HotdogError, exit_on_user_error
+from hotdog.core.errors import HotdogError, exit_on_user_error
 
 # gcsfs otherwise probes for hierarchical-namespace buckets and hangs on emulators.
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")

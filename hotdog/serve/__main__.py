@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from hotdog.errors import exit_on_user_error
+from hotdog.core.errors import exit_on_user_error
 from hotdog.serve.settings import ENV_PREFIX, Settings
 
 

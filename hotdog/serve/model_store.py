@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from hotdog.errors import HotdogError
+from hotdog.core.artifact import ModelMetadata, sidecar_uri
+from hotdog.core.errors import HotdogError
 
 
 class ModelLoadError(HotdogError):
@@ -19,12 +18,7 @@ class ModelLoadError(HotdogError):
 class ModelArtifact:
     uri: str
     data: bytes
-    sidecar: dict[str, Any]
-
-
-def sidecar_uri(uri: str) -> str:
-    """A model's metadata lives next to it, with ``.json`` appended (``model.onnx.json``)."""
-    return uri + ".json"
+    metadata: ModelMetadata
 
 
 def _is_remote(uri: str) -> bool:
@@ -70,18 +64,12 @@ def read_bytes(uri: str) -> bytes:
 def fetch_model(uri: str) -> ModelArtifact:
     """The exported model at ``uri`` with its sidecar, after checking the model's SHA-256."""
     data = read_bytes(uri)
-    raw_sidecar = read_bytes(sidecar_uri(uri))
-    try:
-        sidecar = json.loads(raw_sidecar)
-        expected = sidecar["sha256"]
-    except (ValueError, KeyError, TypeError):
-        raise ModelLoadError(
-            f"{sidecar_uri(uri)} is not a model sidecar; re-export the model with hotdog.export."
-        ) from None
+    metadata = ModelMetadata.from_json(read_bytes(sidecar_uri(uri)), source=sidecar_uri(uri))
+    expected = metadata.sha256
     actual = hashlib.sha256(data).hexdigest()
     if actual != expected:
         raise ModelLoadError(
             f"{uri} has SHA-256 {actual[:12]}… but its sidecar expects {expected[:12]}…; the "
             "model or the sidecar was changed or only half copied: copy both files again."
         )
-    return ModelArtifact(uri=uri, data=data, sidecar=sidecar)
+    return ModelArtifact(uri=uri, data=data, metadata=metadata)

@@ -1,7 +1,8 @@
 """Model runtimes behind the service: onnxruntime (default, no PyTorch) or a PyTorch checkpoint.
 
 Both take a batch of normalised NCHW float32 images and return class probabilities, and both
-describe themselves with the same metadata, so the rest of the service does not care which runs.
+describe themselves with the same :class:`ModelMetadata`, so the rest of the service does not
+care which runs.
 """
 
 from __future__ import annotations
@@ -9,19 +10,17 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
-from hotdog.data.preprocessing import DataConfig
+from hotdog.core.artifact import ModelMetadata, model_version
 from hotdog.serve.model_store import ModelLoadError, fetch_model, read_bytes
 from hotdog.serve.settings import Settings
 
 
 class Predictor(Protocol):
-    class_names: list[str]
-    data_config: DataConfig
-    metadata: dict[str, Any]
+    metadata: ModelMetadata
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Class probabilities, shape (N, classes), for normalised images of shape (N, 3, H, W)."""
@@ -35,7 +34,7 @@ class OnnxPredictor:
         import onnxruntime as ort
 
         artifact = fetch_model(settings.model_uri)
-        sidecar = artifact.sidecar
+        self.metadata = artifact.metadata
         options = ort.SessionOptions()
         options.intra_op_num_threads = settings.threads
         options.inter_op_num_threads = 1
@@ -50,29 +49,10 @@ class OnnxPredictor:
             raise ModelLoadError(
                 f"{settings.model_uri} is not a usable ONNX model ({error}); re-export it."
             ) from None
-        self.input_name = sidecar.get("input_name", "image")
-        self.output_name = sidecar.get("output_name", "probabilities")
-        self.class_names = list(sidecar["class_names"])
-        self.data_config = DataConfig.from_dict(sidecar["data_config"])
-        self.metadata = {
-            key: sidecar.get(key)
-            for key in (
-                "version",
-                "precision",
-                "backbone",
-                "class_names",
-                "data_config",
-                "tta_hflip",
-                "test_accuracy",
-                "test_images",
-                "sha256",
-                "source_checkpoint",
-                "exported_at",
-            )
-        }
 
     def predict(self, images: np.ndarray) -> np.ndarray:
-        return self.session.run([self.output_name], {self.input_name: images})[0]
+        feed = {self.metadata.input_name: images}
+        return self.session.run([self.metadata.output_name], feed)[0]
 
 
 class TorchPredictor:
@@ -96,18 +76,14 @@ class TorchPredictor:
             self.model = load_classifier(path)
         self._torch = torch
         info = self.model.inference_info()
-        self.class_names = list(info["class_names"])
-        self.data_config = self.model.data_config
         digest = hashlib.sha256(data).hexdigest()
-        self.metadata = {
-            "version": f"{info['backbone']}-torch-{digest[:12]}",
-            "precision": "fp32",
-            "backbone": info["backbone"],
-            "class_names": self.class_names,
-            "data_config": info["data_config"],
-            "tta_hflip": info["tta_hflip"],
-            "sha256": digest,
-        }
+        self.metadata = ModelMetadata(
+            inference=info,
+            version=model_version(info.backbone, "torch", digest),
+            precision="fp32",
+            sha256=digest,
+            format="checkpoint",
+        )
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         with self._torch.inference_mode():

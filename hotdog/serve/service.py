@@ -7,13 +7,13 @@ the GIL, so the loop keeps accepting requests while images are classified.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from hotdog.data.images import UnreadableImageError, decode_image
-from hotdog.data.preprocessing import preprocess_array
+from hotdog.core.images import UnreadableImageError, decode_upload
+from hotdog.core.preprocessing import preprocess_array
 from hotdog.serve.predictors import Predictor
 
 # Pillow's names of the formats a photo upload may have (MPO: JPEGs from many phone cameras).
@@ -27,38 +27,49 @@ class Upload:
 
 
 @dataclass(frozen=True)
+class SentImage:
+    """What a client sent: Pillow's name of the file format, and the size stored in the file."""
+
+    format: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
 class Outcome:
     """The answer for one upload: a prediction, or the reason the image was refused."""
 
     filename: str
     prediction: dict[str, Any] | None = None
     error: UnreadableImageError | None = None
+    image: SentImage | None = None
 
 
 class ClassifierService:
     def __init__(self, predictor: Predictor, max_pixels: int) -> None:
         self.predictor = predictor
         self.max_pixels = max_pixels
-        self.class_names = predictor.class_names
-        self.version = str(predictor.metadata.get("version"))
+        self.class_names = predictor.metadata.class_names
+        self.version = predictor.metadata.version
 
     def warm_up(self, runs: int = 2) -> None:
         """Run the model on blank input so the first request does not pay for lazy setup."""
-        size = self.predictor.data_config.input_size
+        size = self.predictor.metadata.data_config.input_size
         blank = np.zeros((1, 3, size, size), dtype=np.float32)
         for _ in range(runs):
             self.predictor.predict(blank)
 
-    def decode(self, upload: Upload) -> np.ndarray:
-        config = self.predictor.data_config
-        image = decode_image(
+    def decode(self, upload: Upload) -> tuple[np.ndarray, SentImage]:
+        config = self.predictor.metadata.data_config
+        decoded = decode_upload(
             upload.data,
             source=upload.filename,
             min_short_side=config.resize_size,
             max_pixels=self.max_pixels,
             formats=ACCEPTED_FORMATS,
         )
-        return preprocess_array(image, config)
+        sent = SentImage(decoded.format, decoded.width, decoded.height)
+        return preprocess_array(decoded.image, config), sent
 
     def classify(self, uploads: list[Upload]) -> tuple[list[Outcome], float]:
         """Outcomes in upload order, and the seconds spent decoding and running the model."""
@@ -68,16 +79,17 @@ class ClassifierService:
         outcomes: list[Outcome] = []
         for index, upload in enumerate(uploads):
             try:
-                arrays.append(self.decode(upload))
+                array, sent = self.decode(upload)
             except UnreadableImageError as error:
                 outcomes.append(Outcome(upload.filename, error=error))
                 continue
+            arrays.append(array)
             readable.append(index)
-            outcomes.append(Outcome(upload.filename))
+            outcomes.append(Outcome(upload.filename, image=sent))
         if arrays:
             probabilities = self.predictor.predict(np.stack(arrays))
             for index, row in zip(readable, probabilities.tolist(), strict=True):
-                outcomes[index] = Outcome(uploads[index].filename, self.encode(row))
+                outcomes[index] = replace(outcomes[index], prediction=self.encode(row))
         return outcomes, time.perf_counter() - started
 
     def encode(self, probabilities: list[float]) -> dict[str, Any]:

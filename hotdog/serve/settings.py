@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
-from hotdog.errors import HotdogError
+from hotdog.core.errors import HotdogError
 
 ENV_PREFIX = "HOTDOG_"
 

@@ -11,12 +11,13 @@ import io
 import math
 import warnings
 from collections.abc import Collection
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from hotdog.errors import HotdogError
+from hotdog.core.errors import HotdogError
 
 # Larger images are refused before decoding: a few kB of compressed data can claim billions of
 # pixels (a decompression bomb). 50 Mpx is well above any phone photo.
@@ -61,6 +62,16 @@ def _flatten_alpha(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
+@dataclass(frozen=True)
+class DecodedImage:
+    """A decoded image and what was sent: the file format and the size stored in the file."""
+
+    image: Image.Image
+    format: str
+    width: int
+    height: int
+
+
 def decode_image(
     data: bytes,
     *,
@@ -76,6 +87,21 @@ def decode_image(
     ``formats`` (Pillow's names, e.g. ``{"JPEG", "PNG"}``) restricts the accepted file formats.
     Raises :class:`UnreadableImageError` for anything that is not a complete, sane image.
     """
+    return decode_upload(
+        data, source=source, min_short_side=min_short_side, max_pixels=max_pixels, formats=formats
+    ).image
+
+
+def decode_upload(
+    data: bytes,
+    *,
+    source: str = "upload",
+    min_short_side: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    formats: Collection[str] | None = None,
+) -> DecodedImage:
+    """:func:`decode_image`, also saying what was sent (Pillow drops the format on conversion
+    and draft mode shrinks the size)."""
     if not data:
         raise UnreadableImageError(source, "is empty", "empty")
     try:
@@ -101,7 +127,7 @@ def decode_image(
             "unsupported",
         )
 
-    width, height = image.size
+    file_format, (width, height) = str(image.format), image.size
     if width < 1 or height < 1:
         raise UnreadableImageError(source, "has no pixels", "corrupt")
     if width * height > max_pixels:
@@ -128,7 +154,7 @@ def decode_image(
     # A broken orientation tag leaves the pixels as stored.
     with contextlib.suppress(OSError, SyntaxError, ValueError, TypeError):
         image = ImageOps.exif_transpose(image) or image
-    return _flatten_alpha(_to_8_bit(image))
+    return DecodedImage(_flatten_alpha(_to_8_bit(image)), file_format, width, height)
 
 
 def read_image(path: Path, **kwargs: object) -> Image.Image:
