@@ -34,12 +34,13 @@ from hotdog.data.datamodule import PictureDataset
 from hotdog.data.transforms import eval_transform
 from hotdog.models import HotdogClassifier, load_classifier
 from hotdog.models.backbones import bundled_weights_path
-from hotdog.report import expected_calibration_error
+from hotdog.report import accuracy_per_category, expected_calibration_error
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 SETS = ("train", "val", "test", "stock", "ood")
-EVALUATED = ("val", "test", "stock", "ood")
+EVALUATED = ("val", "stock", "ood", "test")
+OOD_FILES: dict[str, list[Path]] = {}  # file names of the development sets (categories)
 
 
 def load_sets(model: HotdogClassifier, data: Path, image_size: int) -> dict[str, PictureDataset]:
@@ -59,6 +60,7 @@ def load_sets(model: HotdogClassifier, data: Path, image_size: int) -> dict[str,
         extra = kaggle.for_root(SHARED / f"hotdog-{name}")
         extra.setup("test")
         sets[name] = extra.test_set
+        OOD_FILES[name] = extra.files["test"]
     return sets  # type: ignore[return-value]
 
 
@@ -193,6 +195,10 @@ def main() -> None:
     def record(variant: str, probs: dict[str, torch.Tensor], seconds: float | None = None) -> None:
         probabilities[variant] = probs
         rows[variant] = {name: figures(probs[name], labels[name]) for name in EVALUATED}
+        categories = accuracy_per_category(OOD_FILES["ood"], probs["ood"].argmax(-1), labels["ood"])
+        rows[variant]["ood"]["per_category"] = {  # type: ignore[index]
+            name: f"{row['correct']}/{row['images']}" for name, row in (categories or {}).items()
+        }
         rows[variant]["fit_seconds"] = None if seconds is None else round(seconds, 1)  # type: ignore[assignment]
         print(
             variant,
@@ -213,7 +219,7 @@ def main() -> None:
         std = features["train"].std(0) + 1e-6
         best = None
         start = time.perf_counter()
-        for l2 in (1e-4, 1e-3, 1e-2, 1e-1):
+        for l2 in (1e-4, 1e-3, 1e-2, 1e-1, 1.0):
             head = fit_logistic((features["train"] - mean) / std, labels["train"], l2)
             with torch.no_grad():
                 val = F.cross_entropy(head((features["val"] - mean) / std), labels["val"]).item()
