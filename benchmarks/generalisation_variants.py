@@ -272,6 +272,7 @@ def main() -> None:
         small = load_sets(pretrained, args.data, 224)
         base224 = cached_features(args.cache, "pretrained-224", pretrained.net, small, EVALUATED)
         with torch.no_grad():
+            record("linear probe at 224", {n: head(base224[n]).softmax(-1) for n in EVALUATED})
             record(
                 "linear probe, 224+320",
                 {
