@@ -112,6 +112,7 @@ def figures(probabilities: torch.Tensor, labels: torch.Tensor) -> dict:
         "accuracy": round((predictions == labels).float().mean().item(), 4),
         "correct": f"{int((predictions == labels).sum())}/{len(labels)}",
         "ece": round(expected_calibration_error(probabilities, labels), 4),
+        "log_loss": round(F.nll_loss(probabilities.clamp_min(1e-7).log(), labels).item(), 4),
     }
     for label, name in enumerate(("hot_dog", "not_hot_dog")):
         members = labels == label
