@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
+import os
 import re
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -16,7 +21,7 @@ from PIL import Image
 
 from hotdog.core.artifact import ArtifactError, ModelMetadata
 from hotdog.serve.settings import Settings, SettingsError
-from tests.conftest import SAMPLE, SERVER_PIDS, run_cli, running_server
+from tests.conftest import SAMPLE, SERVER_PIDS, free_port, run_cli, running_server
 
 HOT_DOGS = sorted((SAMPLE / "test" / "hot_dog").glob("*.jpg"))
 NOT_HOT_DOGS = sorted((SAMPLE / "test" / "not_hot_dog").glob("*.jpg"))
@@ -169,6 +174,7 @@ def test_limits_payload_batch_size_and_pixels(exported_model: Path):
         limits = httpx.get(f"{url}/model").json()["limits"]
         assert limits == {
             "max_payload_bytes": 100000,
+            "vertex_max_payload_bytes": 1_500_000,
             "max_pixels": 100000,
             "max_batch": 2,
             "timeout_s": 10.0,
@@ -295,6 +301,8 @@ def _upload(emulator: str, path: Path, name: str) -> None:
         ({"HOTDOG_MODEL_URI": "no/such/model.onnx"}, "no/such/model.onnx does not exist"),
         ({"HOTDOG_PORT": "eighty"}, "HOTDOG_PORT='eighty' is not a valid int"),
         ({"HOTDOG_BACKEND": "tensorflow"}, "is not a backend; use 'onnx' or 'torch'"),
+        ({"AIP_PREDICT_ROUTE": "predict"}, "AIP_PREDICT_ROUTE='predict' must be a path starting"),
+        ({"HOTDOG_WORKERS": "2"}, "HOTDOG_WORKERS=2 is not supported: the service runs one"),
     ],
 )
 def test_start_up_errors_are_one_sentence(env: dict[str, str], message: str):
@@ -303,13 +311,19 @@ def test_start_up_errors_are_one_sentence(env: dict[str, str], message: str):
     assert message in done.stderr and "Traceback" not in done.stderr
 
 
-def test_settings_from_environment():
-    environ = {"HOTDOG_THREADS": "1", "PORT": "9000", "HOTDOG_ACCESS_LOG": "yes"}
-    settings = Settings.from_env(environ)
+def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch):
+    assert Settings.from_env() == Settings()
+    for name, value in {"HOTDOG_THREADS": "1", "PORT": "9000", "HOTDOG_ACCESS_LOG": "yes"}.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings.from_env()
     assert (settings.threads, settings.port, settings.access_log) == (1, 9000, True)
-    assert Settings.from_env({}) == Settings()
+    monkeypatch.setenv("AIP_HTTP_PORT", "8080")  # Vertex's port wins over Cloud Run's
+    assert Settings.from_env().port == 8080
+    monkeypatch.setenv("HOTDOG_PORT", "7000")  # and the service's own over both
+    assert Settings.from_env().port == 7000
+    monkeypatch.setenv("HOTDOG_MAX_BATCH", "0")
     with pytest.raises(SettingsError, match="HOTDOG_MAX_BATCH=0 must be positive"):
-        Settings.from_env({"HOTDOG_MAX_BATCH": "0"})
+        Settings.from_env()
 
 
 @pytest.mark.parametrize(
@@ -345,3 +359,312 @@ def test_the_onnx_service_does_not_import_torch(exported_model: Path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------ Vertex AI / KServe v1
+VERTEX_PREDICT = "/v1/models/hotdog:predict"
+JSON = {"content-type": "application/json"}
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def test_vertex_route_answers_each_instance_in_order(live_server: str):
+    instances = [
+        {"b64": _b64(_jpeg_bytes(HOT_DOGS[0]))},
+        {"b64": "not base64 at all!"},
+        {"image": "no b64 key"},
+        {"b64": _b64(b"plain text, not an image " * 10)},
+        {"b64": _b64(_jpeg_bytes(NOT_HOT_DOGS[0]))},
+    ]
+    answer = httpx.post(
+        f"{live_server}{VERTEX_PREDICT}", json={"instances": instances, "parameters": {"x": 1}}
+    )
+    assert answer.status_code == 200, answer.text
+    assert set(answer.json()) == {"predictions"}
+    first, bad_base64, no_b64, not_image, last = answer.json()["predictions"]
+    single = httpx.post(f"{live_server}/predict", files={"file": HOT_DOGS[0].open("rb")}).json()
+    assert first["label"] == single["label"]
+    assert first["probabilities"]["hot_dog"] == pytest.approx(
+        single["probabilities"]["hot_dog"], abs=1e-4
+    )
+    assert bad_base64["status"] == 400 and "instance 1's 'b64' is not valid base64" in (
+        bad_base64["error"].lower()
+    )
+    assert no_b64["status"] == 400 and "Instance 2 has no 'b64' string" in no_b64["error"]
+    assert not_image["status"] == 415 and "instance 3 is not an image" in not_image["error"]
+    assert set(last) == {"label", "probability", "probabilities"}
+    for refused in (bad_base64, no_b64, not_image):
+        assert refused["error"].endswith(".") and "\n" not in refused["error"]
+
+
+VERTEX_BAD_REQUESTS = {
+    "malformed JSON": ({"content": b'{"instances": [', "headers": JSON}, 400, "not valid JSON"),
+    "no instances key": ({"json": {"inputs": []}}, 400, "has no 'instances' key"),
+    "instances not a list": ({"json": {"instances": "x"}}, 400, "must be a non-empty list"),
+    "no instances": ({"json": {"instances": []}}, 400, "must be a non-empty list"),
+    "too many instances": (
+        {"json": {"instances": [{"b64": "AAAA"}] * 17}},
+        413,
+        "17 instances in one request, more than the limit of 16",
+    ),
+    "over Vertex's 1.5 MB": (
+        {"json": {"instances": [{"b64": "A" * 1_600_000}]}},
+        413,
+        "more than the limit of 1,500,000 bytes",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", VERTEX_BAD_REQUESTS, ids=list(VERTEX_BAD_REQUESTS))
+def test_vertex_bad_requests_get_one_sentence(live_server: str, case: str):
+    request, status, message = VERTEX_BAD_REQUESTS[case]
+    answer = httpx.post(f"{live_server}{VERTEX_PREDICT}", **request)
+    assert answer.status_code == status, answer.text
+    error = answer.json()["error"]
+    assert message in error and error.endswith(".") and "\n" not in error
+    good = {"instances": [{"b64": _b64(_jpeg_bytes())}]}
+    assert httpx.post(f"{live_server}{VERTEX_PREDICT}", json=good).status_code == 200
+
+
+def test_vertex_cap_leaves_the_multipart_limit_alone(live_server: str):
+    big = _encoded(Image.effect_noise((900, 900), 60).convert("RGB"), "PNG")
+    assert len(big) > 1_500_000
+    answer = httpx.post(f"{live_server}/predict", files={"file": ("big.png", big)})
+    assert answer.status_code == 200, answer.text
+
+
+def test_health_route_follows_readiness(live_server: str):
+    answer = httpx.get(f"{live_server}/v1/models/hotdog")
+    assert answer.status_code == 200 and answer.json()["status"] == "ready"
+
+
+def test_openapi_describes_predict_and_the_vertex_route(live_server: str):
+    spec = httpx.get(f"{live_server}/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+
+    def resolved(schema: dict) -> dict:
+        return schemas[schema["$ref"].rsplit("/", 1)[1]] if "$ref" in schema else schema
+
+    predict = spec["paths"]["/predict"]["post"]
+    answer = resolved(predict["responses"]["200"]["content"]["application/json"]["schema"])
+    assert set(answer["properties"]) == {
+        "label",
+        "probability",
+        "probabilities",
+        "model_version",
+        "inference_ms",
+    }
+    upload = predict["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert upload["properties"]["file"]["format"] == "binary"
+    for status in ("400", "413", "415", "422", "503"):
+        error = resolved(predict["responses"][status]["content"]["application/json"]["schema"])
+        assert set(error["properties"]) == {"error"}
+
+    vertex = spec["paths"][VERTEX_PREDICT]["post"]
+    body = vertex["requestBody"]["content"]["application/json"]["schema"]
+    assert body["required"] == ["instances"]
+    answer = resolved(vertex["responses"]["200"]["content"]["application/json"]["schema"])
+    assert answer["properties"]["predictions"]["type"] == "array"
+    assert "/v1/models/hotdog" in spec["paths"] and "/model" in spec["paths"]
+
+
+def test_serves_in_the_environment_vertex_sets(exported_model: Path, gcs_server: str):
+    """Exactly the variables Vertex AI sets for a custom container (its documentation's list),
+    the model from AIP_STORAGE_URI (a gs:// folder, here the GCS emulator); no HOTDOG_*."""
+    for name in ("model.int8.onnx", "model.int8.onnx.json"):
+        _upload(gcs_server, exported_model / name, f"vertex-copy/artifacts/{name}")
+    port = free_port()
+    endpoint, deployed = "1234567890", "9876543210"
+    vertex_env = {
+        "AIP_MODE": "PREDICTION",
+        "AIP_MODE_VERSION": "1.0.0",
+        "AIP_FRAMEWORK": "CUSTOM_CONTAINER",
+        "AIP_HTTP_PORT": str(port),
+        "AIP_HEALTH_ROUTE": f"/v1/endpoints/{endpoint}/deployedModels/{deployed}",
+        "AIP_PREDICT_ROUTE": f"/v1/endpoints/{endpoint}/deployedModels/{deployed}:predict",
+        "AIP_STORAGE_URI": "gs://hotdog-models/vertex-copy/artifacts",
+        "AIP_ENDPOINT_ID": endpoint,
+        "AIP_DEPLOYED_MODEL_ID": deployed,
+        "AIP_MODEL_NAME": endpoint,
+        "AIP_VERSION_NAME": deployed,
+        "AIP_PROJECT_NUMBER": "123456789012",
+        "AIP_MACHINE_TYPE": "n1-standard-2",
+    }
+    emulator = {"STORAGE_EMULATOR_HOST": gcs_server, "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
+    base = {name: value for name, value in os.environ.items() if not name.startswith("HOTDOG_")}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "hotdog.serve"],
+        env={**base, **emulator, **vertex_env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        health = _wait_for(f"{url}{vertex_env['AIP_HEALTH_ROUTE']}", server)
+        assert health.json()["status"] == "ready"
+        instances = [{"b64": _b64(_jpeg_bytes(path))} for path in (HOT_DOGS[0], NOT_HOT_DOGS[0])]
+        answer = httpx.post(
+            f"{url}{vertex_env['AIP_PREDICT_ROUTE']}", json={"instances": instances}
+        )
+        assert answer.status_code == 200, answer.text
+        assert len(answer.json()["predictions"]) == 2
+        model = httpx.get(f"{url}/model").json()
+        assert model["model_uri"] == "gs://hotdog-models/vertex-copy/artifacts/model.int8.onnx"
+    finally:
+        server.terminate()
+        assert server.wait(15) == 0
+
+
+def _wait_for(url: str, server: subprocess.Popen, timeout: float = 60) -> httpx.Response:
+    """The first 200 answer from ``url``; earlier answers must be 503 (loading)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert server.poll() is None, "the server exited"
+        try:
+            answer = httpx.get(url, timeout=1)
+        except httpx.TransportError:
+            time.sleep(0.1)
+            continue
+        if answer.status_code == 200:
+            return answer
+        assert answer.status_code == 503, answer.text
+        time.sleep(0.1)
+    raise AssertionError(f"{url} was not ready after {timeout} s")
+
+
+# ------------------------------------------------------------------ slow clients and shutdown
+def _start_server(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    """``python -m hotdog.serve`` on 127.0.0.1 with ``env``, ready; the process and its URL."""
+    port = free_port()
+    base = {name: value for name, value in os.environ.items() if not name.startswith("HOTDOG_")}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "hotdog.serve"],
+        env={**base, "HOTDOG_HOST": "127.0.0.1", "HOTDOG_PORT": str(port), **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    _wait_for(f"{url}/ready", server)
+    return server, url
+
+
+def _multipart_head(url: str, size: int) -> bytes:
+    """Request line and headers of a ``POST /predict`` declaring a ``size``-byte form body."""
+    host = url.removeprefix("http://")
+    return (
+        f"POST /predict HTTP/1.1\r\nHost: {host}\r\n"
+        "Content-Type: multipart/form-data; boundary=stall\r\n"
+        f"Content-Length: {size}\r\n\r\n"
+    ).encode()
+
+
+def _photo_form(photo: bytes) -> bytes:
+    return (
+        b'--stall\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n'
+        b"Content-Type: image/jpeg\r\n\r\n" + photo + b"\r\n--stall--\r\n"
+    )
+
+
+def _stall(url: str, declared: int, sent: int) -> socket.socket:
+    """A client that declares ``declared`` bytes of body, sends ``sent`` of them and stalls."""
+    host, port = url.removeprefix("http://").split(":")
+    client = socket.create_connection((host, int(port)))
+    client.sendall(_multipart_head(url, declared) + b"x" * sent)
+    return client
+
+
+def _answer_of(client: socket.socket, timeout: float) -> str:
+    """What the server sent back on ``client`` until it closed it or ``timeout`` passed."""
+    client.settimeout(timeout)
+    received = b""
+    try:
+        while chunk := client.recv(65536):
+            received += chunk
+            if b"\r\n\r\n" in received and b"connection: close" not in received.lower():
+                break  # a keep-alive answer: stop at its end (short bodies come in one piece)
+    except (TimeoutError, ConnectionError):
+        pass
+    return received.decode("latin-1")
+
+
+def test_stalled_uploads_stay_within_the_memory_budget(exported_model: Path):
+    """40 clients each stall after 2.5 MB of a declared 3 MB body (100 MB in all) against a
+    32 MiB budget: memory stays bounded, a normal photo is answered at once, and the memory
+    comes back when they go."""
+    budget_mib = 32
+    server, url = _start_server(
+        {
+            "HOTDOG_MODEL_URI": str(exported_model / "model.int8.onnx"),
+            "HOTDOG_MAX_PAYLOAD_BYTES": "4000000",
+            "HOTDOG_BODY_MEMORY_BYTES": str(budget_mib * 1024 * 1024),
+        }
+    )
+    clients: list[socket.socket] = []
+    try:
+        photo = {"file": ("a.jpg", _jpeg_bytes())}
+        for _ in range(5):
+            httpx.post(f"{url}/predict", files=photo)
+        before = _rss_kib(server.pid)
+        for _ in range(40):
+            clients.append(_stall(url, 3_000_000, 2_500_000))
+        time.sleep(1.0)
+        held_mib = (_rss_kib(server.pid) - before) / 1024
+        started = time.perf_counter()
+        answer = httpx.post(f"{url}/predict", files=photo, timeout=10)
+        seconds = time.perf_counter() - started
+        assert answer.status_code == 200 and seconds < 1.0, (answer.status_code, seconds)
+        assert held_mib < budget_mib + 24, f"RSS grew by {held_mib:.0f} MiB"
+        dropped = [_answer_of(client, 0.2) for client in clients]
+        refusals = [text for text in dropped if text.startswith("HTTP/1.1 503")]
+        # The bodies that stalled first made room: only what fits in the budget is still held.
+        assert len(refusals) >= 40 - budget_mib * 1024 * 1024 // 2_500_000
+        assert "dropped this one, the slowest; retry shortly." in refusals[0]
+        assert "retry-after: 1" in refusals[0].lower()
+    finally:
+        for client in clients:
+            client.close()
+        time.sleep(1.0)
+        after_mib = (_rss_kib(server.pid) - before) / 1024
+        server.terminate()
+        server.wait(15)
+    assert after_mib < 16, f"{after_mib:.0f} MiB still held after the clients left"
+
+
+def test_a_body_slower_than_the_deadline_gets_408(exported_model: Path):
+    server, url = _start_server(
+        {"HOTDOG_MODEL_URI": str(exported_model / "model.int8.onnx"), "HOTDOG_BODY_TIMEOUT_S": "1"}
+    )
+    try:
+        client = _stall(url, 100_000, 1_000)
+        answer = _answer_of(client, 5)
+        assert answer.startswith("HTTP/1.1 408"), answer
+        sentence = json.loads(answer.split("\r\n\r\n", 1)[1])["error"]
+        assert sentence.startswith("The request body did not arrive within 1 s;")
+        assert "\n" not in sentence and sentence.endswith(".")
+        client.close()
+        assert httpx.post(f"{url}/predict", files={"file": HOT_DOGS[0].open("rb")}).is_success
+    finally:
+        server.terminate()
+        server.wait(15)
+
+
+def test_sigterm_finishes_requests_in_flight_and_exits_0(exported_model: Path):
+    server, url = _start_server({"HOTDOG_MODEL_URI": str(exported_model / "model.int8.onnx")})
+    body = _photo_form(_jpeg_bytes())
+    host, port = url.removeprefix("http://").split(":")
+    client = socket.create_connection((host, int(port)))
+    try:
+        client.sendall(_multipart_head(url, len(body)) + body[: len(body) // 2])
+        time.sleep(0.3)
+        server.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        with pytest.raises(httpx.TransportError):  # no longer accepting
+            httpx.get(f"{url}/health", timeout=2)
+        client.sendall(body[len(body) // 2 :])
+        answer = _answer_of(client, 10)
+        assert answer.startswith("HTTP/1.1 200"), answer
+    finally:
+        client.close()
+    assert server.wait(15) == 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -21,12 +22,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--backend", choices=["onnx", "torch"])
     parser.add_argument("--host")
     parser.add_argument("--port", type=int)
-    parser.add_argument("--workers", type=int)
     parser.add_argument("--threads", type=int)
     args = parser.parse_args(argv)
     for name, value in vars(args).items():
         if value is not None:
-            os.environ[ENV_PREFIX + name.upper()] = str(value)  # worker processes read them too
+            os.environ[ENV_PREFIX + name.upper()] = str(value)
 
     with exit_on_user_error():
         settings = Settings.from_env()
@@ -35,18 +35,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
 
     import uvicorn
-
-    options = {
-        "host": settings.host,
-        "port": settings.port,
-        "log_level": settings.log_level,
-        "access_log": settings.access_log,
-        "timeout_graceful_shutdown": 10,
-    }
-    if settings.workers > 1:
-        # Each worker process imports the app and loads its own model.
-        uvicorn.run("hotdog.serve.app:app", workers=settings.workers, **options)
-        return
 
     from hotdog.serve.app import create_app
 
@@ -58,7 +46,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         if server is not None:
             server.should_exit = True
 
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, on_load_failure=stop), **options))
+    config = uvicorn.Config(
+        create_app(settings, on_load_failure=stop),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=settings.access_log,
+        # On SIGTERM uvicorn stops accepting and lets requests in flight finish this long.
+        timeout_graceful_shutdown=round(settings.shutdown_grace_s),
+    )
+    server = uvicorn.Server(config)
+    # uvicorn shuts down gracefully on SIGTERM, then raises it again under the handler that was
+    # there before; with this one the process exits 0 (a clean stop, as platforms expect).
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     server.run()
     if failure:
         print(f"error: {failure[0]}", file=sys.stderr)

@@ -1,9 +1,11 @@
 """The HTTP API: ``uvicorn hotdog.serve.app:app`` or ``python -m hotdog.serve``.
 
 Routes: ``POST /predict`` (one photo, multipart field ``file``), ``POST /predict/batch`` (several,
-field ``files``), ``GET /health``, ``GET /ready``, ``GET /model``, ``GET /metrics`` and the web
-page at ``/``. Every refusal is a 4xx answer ``{"error": "<one sentence>"}``; the server keeps
-serving whatever it is sent.
+field ``files``), the Vertex AI / KServe v1 routes (``POST /v1/models/hotdog:predict``, base64
+images in JSON, and ``GET /v1/models/hotdog``; Vertex's ``AIP_*_ROUTE`` variables move them),
+``GET /health``, ``GET /ready``, ``GET /model``, ``GET /metrics`` and the web page at ``/``.
+Every refusal is a 4xx answer ``{"error": "<one sentence>"}``; the server keeps serving
+whatever it is sent.
 
 The parts: :mod:`~hotdog.serve.middleware` (body limit, metrics), :mod:`~hotdog.serve.uploads`
 (multipart parsing), :mod:`~hotdog.serve.routes`, :mod:`~hotdog.serve.dependencies`,
@@ -22,7 +24,7 @@ from fastapi import FastAPI
 from hotdog import __version__
 from hotdog.serve.middleware import PayloadLimit, RequestMetrics
 from hotdog.serve.refusals import install_handlers
-from hotdog.serve.routes import page, predict, status
+from hotdog.serve.routes import page, predict, status, vertex
 from hotdog.serve.settings import Settings
 from hotdog.serve.state import PredictionHook, ServingState
 
@@ -62,12 +64,21 @@ def create_app(
     app.state.settings = state.settings
     app.state.metrics = state.metrics
     install_handlers(app)
-    for router in (predict.router, status.router, page.router):
+    for router in (predict.router, vertex.router(state.settings), status.router, page.router):
         app.include_router(router)
 
     # Outermost first: metrics see every answer, including the payload limit's 413s.
     known_paths = {getattr(route, "path", "") for route in app.routes}
-    app.add_middleware(PayloadLimit, limit=state.settings.max_payload_bytes, metrics=state.metrics)
+    settings = state.settings
+    app.add_middleware(
+        PayloadLimit,
+        limit=settings.max_payload_bytes,
+        metrics=state.metrics,
+        # Vertex refuses larger requests itself; a client that gets past it is refused here.
+        limits_by_path={settings.predict_route: settings.vertex_max_payload_bytes},
+        deadline_s=settings.body_timeout_s,
+        budget=state.body_budget,
+    )
     app.add_middleware(RequestMetrics, metrics=state.metrics, known_paths=known_paths)
     return app
 

@@ -33,7 +33,7 @@ class OnnxPredictor:
     def __init__(self, settings: Settings) -> None:
         import onnxruntime as ort
 
-        artifact = fetch_model(settings.model_uri)
+        artifact = fetch_model(settings.model_location)
         self.metadata = artifact.metadata
         options = ort.SessionOptions()
         options.intra_op_num_threads = settings.threads
@@ -47,7 +47,7 @@ class OnnxPredictor:
             )
         except Exception as error:  # onnxruntime raises its own untyped errors
             raise ModelLoadError(
-                f"{settings.model_uri} is not a usable ONNX model ({error}); re-export it."
+                f"{settings.model_location} is not a usable ONNX model ({error}); re-export it."
             ) from None
 
     def predict(self, images: np.ndarray) -> np.ndarray:
@@ -69,7 +69,7 @@ class TorchPredictor:
                 "onnx backend with an exported model."
             ) from None
         torch.set_num_threads(settings.threads)
-        data = read_bytes(settings.model_uri)
+        data = read_bytes(settings.model_location)
         with tempfile.TemporaryDirectory() as scratch:
             path = Path(scratch) / "model.ckpt"
             path.write_bytes(data)

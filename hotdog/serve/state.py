@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from hotdog.core.errors import HotdogError
 from hotdog.serve.metrics import ServiceMetrics
+from hotdog.serve.middleware import BodyBudget
 from hotdog.serve.predictors import load_predictor
 from hotdog.serve.refusals import RequestRefusedError
 from hotdog.serve.service import ClassifierService, Outcome, SentImage, Upload
@@ -52,6 +53,7 @@ class ServingState:
     load_seconds: float | None = None
 
     def __post_init__(self) -> None:
+        self.body_budget = BodyBudget(self.settings.body_memory_bytes)
         # Requests are decoded and classified in these threads, each inference using
         # settings.threads cores: together they keep every core busy. The pool also bounds the
         # memory held by images being decoded at once.
@@ -76,7 +78,9 @@ class ServingState:
             self.error = str(error)
         except Exception as error:  # report, don't die silently in a task
             log.exception("loading the model failed")
-            self.error = f"Loading {settings.model_uri} failed ({type(error).__name__}: {error})."
+            self.error = (
+                f"Loading {settings.model_location} failed ({type(error).__name__}: {error})."
+            )
         else:
             self.service = service
             self.metrics.model_load.set(self.load_seconds or 0.0)
