@@ -272,6 +272,22 @@ def main() -> None:
     if args.multiscale:
         small = load_sets(pretrained, args.data, 224)
         base224 = cached_features(args.cache, "pretrained-224", pretrained.net, small, EVALUATED)
+        if tuned is not None:
+            tag = args.checkpoint.resolve().parent.parent.name
+            fine224 = cached_features(args.cache, f"{tag}-224", tuned.net, small, EVALUATED)
+            fc = tuned.net.get_classifier()
+            with torch.no_grad():
+                record(
+                    "fine-tuned, 224+320",
+                    {
+                        n: (
+                            probabilities["fine-tuned"][n]
+                            + F.linear(fine224[n], fc.weight, fc.bias).softmax(-1)
+                        )
+                        / 2
+                        for n in EVALUATED
+                    },
+                )
         with torch.no_grad():
             record("linear probe at 224", {n: head(base224[n]).softmax(-1) for n in EVALUATED})
             record(
