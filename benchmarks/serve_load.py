@@ -218,6 +218,18 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by the process and its descendants."""
+    ticks = 0
+    for member in [pid, *descendants(pid)]:
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mib(pid: int) -> float:
     """VmRSS of the process and all its descendants (shared pages count once per process)."""
     total_kib = 0
@@ -348,6 +360,7 @@ class Tally:
     latencies_ms: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     last_progress: float = field(default_factory=time.perf_counter)
+    answered: int = 0  # good answers, warm-up included
 
 
 async def drive(
@@ -375,8 +388,10 @@ async def drive(
                     tally.errors[f"HTTP {status}"] += 1
                 elif b'"label"' not in body:
                     tally.errors["200 without a label"] += 1
-                elif tally.window[0] <= done <= tally.window[1]:
-                    tally.latencies_ms.append((done - sent) * 1000)
+                else:
+                    tally.answered += 1
+                    if tally.window[0] <= done <= tally.window[1]:
+                        tally.latencies_ms.append((done - sent) * 1000)
         finally:
             connection.close()
 
@@ -432,6 +447,7 @@ def timed_phase(
         "errors": sum(tally.errors.values()),
         "error_kinds": dict(tally.errors),
         "client_cpu_percent": client_cpu_percent,
+        "answered": tally.answered,
     }
 
 
@@ -505,6 +521,7 @@ def run_target(
                 f"{memory['errors']} errors)"
             )
         for concurrency in args.concurrency:
+            cpu_before = cpu_seconds(server.process.pid)
             phase = timed_phase(
                 server.port,
                 requests,
@@ -513,6 +530,9 @@ def run_target(
                 args.duration,
                 args.stall_timeout,
             )
+            # CPU per answer does not depend on how much of the machine others take.
+            cpu_used = cpu_seconds(server.process.pid) - cpu_before
+            phase["server_cpu_ms_per_request"] = 1000 * cpu_used / max(1, phase["answered"])
             result["phases"].append(phase)
             progress(f"{target.name}: {phase_line(phase)}")
         result["rss_after_load_mib"] = rss_mib(server.process.pid)
@@ -544,8 +564,15 @@ def median_run(target_runs: list[dict]) -> dict:
     for index, phase in enumerate(complete[0]["phases"]):
         same = [run["phases"][index] for run in complete if len(run["phases"]) > index]
         merged = dict(phase)
-        for key in ("requests_per_s", "p50_ms", "p95_ms", "p99_ms", "client_cpu_percent"):
-            values = [p[key] for p in same if p[key] is not None]
+        for key in (
+            "requests_per_s",
+            "p50_ms",
+            "p95_ms",
+            "p99_ms",
+            "client_cpu_percent",
+            "server_cpu_ms_per_request",
+        ):
+            values = [p[key] for p in same if p.get(key) is not None]
             merged[key] = statistics.median(values) if values else None
         merged["requests_per_s_runs"] = [round(p["requests_per_s"], 1) for p in same]
         merged["p99_ms_runs"] = [p["p99_ms"] and round(p["p99_ms"], 1) for p in same]
@@ -560,7 +587,8 @@ def phase_line(phase: dict) -> str:
     return (
         f"c={phase['concurrency']}: {phase['requests_per_s']:.1f} req/s, "
         f"p50 {fmt(phase['p50_ms'])} ms, p95 {fmt(phase['p95_ms'])} ms, "
-        f"p99 {fmt(phase['p99_ms'])} ms, {phase['errors']} errors"
+        f"p99 {fmt(phase['p99_ms'])} ms, {phase['errors']} errors, "
+        f"server CPU {fmt(phase.get('server_cpu_ms_per_request'))} ms/request"
     )
 
 
@@ -665,14 +693,17 @@ def print_report(report: dict) -> None:
             f"{machine['usable_cpus']} CPUs): other processes compete with the servers, so the "
             "figures understate what the servers can do and vary from run to run.\n"
         )
-    print("| target | concurrency | req/s | p50 ms | p95 ms | p99 ms | errors | client CPU |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| target | concurrency | req/s | p50 ms | p95 ms | p99 ms | errors | client CPU "
+        "| server CPU ms/request |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, result in results.items():
         for p in result["phases"]:
             print(
                 f"| {name} | {p['concurrency']} | {p['requests_per_s']:.1f} | {fmt(p['p50_ms'])} "
                 f"| {fmt(p['p95_ms'])} | {fmt(p['p99_ms'])} | {p['errors']} "
-                f"| {p['client_cpu_percent']:.0f} % |"
+                f"| {p['client_cpu_percent']:.0f} % | {fmt(p.get('server_cpu_ms_per_request'))} |"
             )
     print(
         "\n| target | cold start to /ready | RSS at ready | RSS after first | RSS after all "

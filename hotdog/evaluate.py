@@ -182,7 +182,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return report or {}
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="eval")
+@hydra.main(version_base="1.3", config_path="configs", config_name="eval")
 def main(cfg: DictConfig) -> None:
     with exit_on_user_error():
         report = evaluate(cfg)

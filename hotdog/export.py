@@ -3,9 +3,11 @@
 Writes ``model.onnx`` (float32) and ``model.int8.onnx`` (static int8: per-channel QDQ, calibrated
 on training photos), each with a JSON sidecar ``<model>.json`` that the service reads: class
 names, preprocessing, the model file's SHA-256, the source checkpoint's SHA-256 and the test
-accuracy measured here. Both models are checked on the test split against the checkpoint run in
-PyTorch; an int8 model that loses more than ``--max-int8-drop`` points of accuracy against the
-float32 one is not written.
+accuracy measured here. Each model has a second output, a reduced embedding for drift detection,
+and a reference profile ``<model>.reference.jsonl`` (see ``hotdog.monitor``).
+Both models are checked on the test split against the checkpoint run in PyTorch; an int8 model
+that loses more than ``--max-int8-drop`` points of accuracy against the float32 one is not
+written.
 """
 
 from __future__ import annotations
@@ -30,34 +32,59 @@ from torch import nn
 
 from hotdog import __version__
 from hotdog.core.artifact import ModelMetadata, model_version, sidecar_uri
-from hotdog.core.dataset import list_split
+from hotdog.core.dataset import list_split, stratified_split
 from hotdog.core.errors import HotdogError, exit_on_user_error
 from hotdog.core.images import read_image
 from hotdog.core.preprocessing import DataConfig, preprocess_array
 from hotdog.models import HotdogClassifier, load_classifier
+from hotdog.monitor.profile import (
+    image_statistics,
+    prediction_record,
+    reference_uri,
+    split_reference_half,
+    write_records,
+)
 
 log = logging.getLogger("hotdog.export")
 
 OPSET = 17
-INPUT_NAME, OUTPUT_NAME = "image", "probabilities"
+INPUT_NAME, OUTPUT_NAME, EMBEDDING_NAME = "image", "probabilities", "embedding"
+# The pooled backbone features (1280 numbers for EfficientNet-Lite) times a fixed random Gaussian
+# matrix: 64 numbers keep distances between images on average (each pair within about +-20 %,
+# Johnson-Lindenstrauss) and make a logged record ~12x smaller. Unlike PCA fitted on the
+# reference, a random projection does not discard the directions the reference happens not to
+# vary in, where drift may show.
+EMBEDDING_DIM, EMBEDDING_SEED = 64, 0
 FP32_NAME, INT8_NAME = "model.onnx", "model.int8.onnx"
 # Export is numerically the same network: larger differences mean a broken export.
 MAX_FP32_PROBABILITY_DIFFERENCE = 1e-3
 
 
 class ProbabilityModel(nn.Module):
-    """The classifier as served: normalised NCHW images in, class probabilities out."""
+    """The classifier as served: normalised NCHW images in; class probabilities and the projected
+    pooled embedding out, computed in the same pass."""
+
+    projection: torch.Tensor
 
     def __init__(self, classifier: HotdogClassifier, tta_hflip: bool) -> None:
         super().__init__()
-        self.net = classifier.net
+        net: Any = classifier.net  # a timm model: forward_features, forward_head, num_features
+        self.net = net
         self.tta_hflip = tta_hflip
+        generator = torch.Generator().manual_seed(EMBEDDING_SEED)
+        projection = torch.randn(int(net.num_features), EMBEDDING_DIM, generator=generator)
+        self.register_buffer("projection", projection / EMBEDDING_DIM**0.5)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        logits = self.net(images)
+    def _pooled(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net.forward_head(self.net.forward_features(images), pre_logits=True)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pooled = self._pooled(images)
         if self.tta_hflip:
-            logits = (logits + self.net(images.flip(-1))) / 2
-        return logits.softmax(-1)
+            pooled = (pooled + self._pooled(images.flip(-1))) / 2
+        # The head is linear, so the logits of the averaged features are the averaged logits.
+        logits = self.net.get_classifier()(pooled)
+        return logits.softmax(-1), pooled @ self.projection
 
 
 @dataclass(frozen=True)
@@ -96,6 +123,56 @@ def _default_data_root(checkpoint: Path) -> Path | None:
     return Path(root) if isinstance(root, str) and "${" not in root else None
 
 
+def _split_settings(checkpoint: Path) -> tuple[float, int]:
+    """The validation share and seed the checkpoint's run split its training photos with."""
+    config = checkpoint.resolve().parent.parent / "config.yaml"
+    if config.is_file():
+        from omegaconf import OmegaConf
+
+        data: Any = OmegaConf.select(OmegaConf.load(config), "data", default={})
+        return float(data.get("val_fraction", 0.2)), int(data.get("split_seed", 42))
+    return 0.2, 42  # configs/data/sample.yaml's
+
+
+def _image_facts(path: Path) -> dict[str, Any]:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return {"width": image.width, "height": image.height, "image_format": image.format}
+
+
+def write_reference_profile(
+    model_path: Path,
+    version: str,
+    class_names: Sequence[str],
+    data_config: DataConfig,
+    files: Sequence[Path],
+    images: np.ndarray,
+) -> Path:
+    """Run the exported model on photos it did not fit and write their records next to it."""
+    session = _session(model_path)
+    records = []
+    for start in range(0, len(images), 16):
+        batch = images[start : start + 16]
+        probabilities, embeddings = session.run([OUTPUT_NAME, EMBEDDING_NAME], {INPUT_NAME: batch})
+        for offset, (array, row, embedding) in enumerate(
+            zip(batch, probabilities, embeddings, strict=True)
+        ):
+            records.append(
+                prediction_record(
+                    model_version=version,
+                    class_names=class_names,
+                    probabilities=row,
+                    statistics=image_statistics(array, data_config),
+                    embedding=embedding,
+                    **_image_facts(files[start + offset]),
+                )
+            )
+    path = Path(reference_uri(str(model_path)))
+    write_records(path, records)
+    return path
+
+
 def _arrays(paths: Sequence[Path], data_config: DataConfig) -> Iterator[np.ndarray]:
     for path in paths:
         image = read_image(path, min_short_side=data_config.resize_size)
@@ -127,7 +204,7 @@ def _onnx_runner(path: Path) -> Callable[[np.ndarray], np.ndarray]:
 def _torch_runner(model: ProbabilityModel) -> Callable[[np.ndarray], np.ndarray]:
     def run(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return model(torch.from_numpy(batch)).numpy()
+            return model(torch.from_numpy(batch))[0].numpy()
 
     return run
 
@@ -144,8 +221,8 @@ def export_onnx(model: ProbabilityModel, input_size: int, path: Path) -> None:
             (example,),
             str(path),
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            output_names=[OUTPUT_NAME, EMBEDDING_NAME],
+            dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, OUTPUT_NAME, EMBEDDING_NAME)},
             opset_version=OPSET,
             dynamo=False,
         )
@@ -181,9 +258,15 @@ def quantize_int8(
         prepared = Path(scratch) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
         # The softmax stays in float: quantized to 8 bits, probabilities would move in steps of
-        # 1/255 and no longer add up to 1.
+        # 1/255 and no longer add up to 1. So does the embedding's projection (one small matrix
+        # product), which keeps the int8 embedding as close as the features allow.
         graph = onnx.load(prepared).graph
-        softmax = [node.name for node in graph.node if node.op_type == "Softmax"]
+        embedding = {EMBEDDING_NAME}
+        softmax = [
+            node.name
+            for node in graph.node
+            if node.op_type == "Softmax" or embedding & set(node.output)
+        ]
         quantize_static(
             str(prepared),
             str(int8_path),
@@ -219,6 +302,9 @@ def _write_sidecar(
         format="onnx",
         input_name=INPUT_NAME,
         output_name=OUTPUT_NAME,
+        embedding_name=EMBEDDING_NAME,
+        embedding_dim=EMBEDDING_DIM,
+        reference_profile=Path(reference_uri(str(model_path))).name,
         opset=OPSET,
         test_accuracy=round(accuracy, 6),
         test_images=test_images,
@@ -287,7 +373,7 @@ def export(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fp32_path, int8_path = out / FP32_NAME, out / INT8_NAME
-    for stale in (int8_path, sidecar_path(int8_path)):
+    for stale in (int8_path, sidecar_path(int8_path), Path(reference_uri(str(int8_path)))):
         stale.unlink(missing_ok=True)  # never leave an int8 model from an older checkpoint
 
     network = ProbabilityModel(classifier, tta_hflip).eval()
@@ -315,7 +401,7 @@ def export(
     agreement = float((int8.argmax(1) == fp32.argmax(1)).mean())
 
     checkpoint_sha256 = sha256_of(checkpoint)
-    common = {
+    common: dict[str, Any] = {
         "classifier": classifier,
         "data_config": data_config,
         "tta_hflip": tta_hflip,
@@ -323,12 +409,29 @@ def export(
         "checkpoint_sha256": checkpoint_sha256,
         "test_images": len(test_files),
     }
-    _write_sidecar(fp32_path, precision="fp32", accuracy=accuracy["fp32"], **common)
+    # The reference profile: photos the model did not fit (the validation split and a half of
+    # the test split). Training photos would look more familiar to the model than any new photo.
+    val_fraction, split_seed = _split_settings(checkpoint)
+    train_labels = [sample.label for sample in list_split(root, "train", classes)]
+    _, val_indices = stratified_split(train_labels, val_fraction, split_seed)
+    val_files = [train_files[index] for index in val_indices]
+    test_half, _ = split_reference_half(list(range(len(test_files))), labels.tolist(), seed)
+    reference_files = val_files + [test_files[index] for index in test_half]
+    reference_images = np.concatenate(
+        [*_arrays(val_files, data_config), test_images[test_half]]
+        if val_files
+        else [test_images[test_half]]
+    )
+
+    sidecar = _write_sidecar(fp32_path, precision="fp32", accuracy=accuracy["fp32"], **common)
+    profile = (classifier.class_names, data_config, reference_files, reference_images)
+    write_reference_profile(fp32_path, sidecar.version, *profile)
     refused = int8_refusal(accuracy, len(test_files), max_int8_drop, fp32_path)
     if refused:
         int8_path.unlink()
     else:
-        _write_sidecar(int8_path, precision="int8", accuracy=accuracy["int8"], **common)
+        sidecar = _write_sidecar(int8_path, precision="int8", accuracy=accuracy["int8"], **common)
+        write_reference_profile(int8_path, sidecar.version, *profile)
     return ExportResult(
         fp32_path=fp32_path,
         int8_path=None if refused else int8_path,
@@ -345,13 +448,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         description="Export a checkpoint to ONNX float32 and static int8 for the service.",
     )
     parser.add_argument("checkpoint", help="a checkpoint written by hotdog.train")
-    parser.add_argument("--out", default="models/export", help="folder for the models")
+    parser.add_argument(
+        "--out", default="models/export", help="folder for the models (default: %(default)s)"
+    )
     parser.add_argument(
         "--data",
         default=None,
         help="dataset root with train/ and test/ (default: the checkpoint's training data)",
     )
-    parser.add_argument("--calibration-images", type=int, default=128)
+    parser.add_argument(
+        "--calibration-images",
+        type=int,
+        default=128,
+        help="training photos that set the int8 activation ranges (default: %(default)s)",
+    )
     parser.add_argument(
         "--image-size",
         type=int,
@@ -369,7 +479,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--max-int8-drop",
         type=float,
         default=1.0,
-        help="refuse an int8 model whose test accuracy is more points below float32's",
+        help="refuse an int8 model whose test accuracy is more points below float32's "
+        "(default: %(default)s)",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(format="%(message)s")

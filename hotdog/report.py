@@ -171,7 +171,9 @@ def write_report(
         writer = csv.writer(stream)
         writer.writerow(["file", "actual", "predicted"])
         for i, path in enumerate(files):
-            writer.writerow([str(path), class_names[labels[i]], class_names[predictions[i]]])
+            writer.writerow(
+                [str(path), class_names[int(labels[i])], class_names[int(predictions[i])]]
+            )
     with (output_dir / MISCLASSIFIED_FILE).open("w", newline="") as stream:
         writer = csv.writer(stream)
         writer.writerow(["file", "true", "predicted", *(f"p_{name}" for name in class_names)])
@@ -179,8 +181,8 @@ def write_report(
             writer.writerow(
                 [
                     str(files[i]),
-                    class_names[labels[i]],
-                    class_names[predictions[i]],
+                    class_names[int(labels[i])],
+                    class_names[int(predictions[i])],
                     *(f"{p:.4f}" for p in probabilities[i].tolist()),
                 ]
             )

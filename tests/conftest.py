@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import socket
@@ -10,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -40,16 +42,47 @@ def _isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     os.environ.update(saved)
 
 
+# The smallest config that still trains a real pretrained network end to end: EfficientNet-Lite0
+# (its ImageNet weights install with the package, so it learns the sample in one epoch) on 128 px
+# photos, one epoch, no flip average. Every test that is not about the recipe composes on top of
+# it; the recipe's own size (Lite2, 288/320 px, flip TTA) runs in the tests marked `slow`.
+TINY = (
+    "model=efficientnet_lite0",
+    "model.image_size=128",
+    "model.tta_hflip=false",
+    "trainer.max_epochs=1",
+)
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def tiny(*overrides: str) -> list[str]:
+    """``TINY``, less what ``overrides`` set themselves, then ``overrides``: CLI arguments too."""
+    own = {_key(override) for override in overrides}
+    return [option for option in TINY if _key(option) not in own] + list(overrides)
+
+
+def compose_config(*overrides: str, config_name: str = "train") -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return compose(config_name, overrides=list(overrides))
+
+
 @pytest.fixture
 def compose_train(tmp_path: Path) -> Callable[..., DictConfig]:
-    """Compose ``configs/train.yaml`` as the CLI would, writing into ``tmp_path/run``."""
+    """Compose ``configs/train.yaml`` as the CLI would, on the tiny config, into ``tmp_path/run``.
 
-    def _compose(*overrides: str, config_name: str = "train") -> DictConfig:
+    ``recipe=True`` keeps the real defaults, for tests about the recipe itself.
+    """
+
+    def _compose(*overrides: str, config_name: str = "train", recipe: bool = False) -> DictConfig:
         base = [f"paths.output_dir={tmp_path / 'run'}"]
         if config_name == "train":
             base.append("logger=csv")
-        with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-            return compose(config_name, overrides=[*base, *overrides])
+            if not recipe:
+                overrides = tuple(tiny(*overrides))
+        return compose_config(*base, *overrides, config_name=config_name)
 
     return _compose
 
@@ -82,23 +115,49 @@ def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 600, env: dict | None
     )
 
 
+@dataclass
+class CliResult:
+    """What a command printed and its exit status, as ``subprocess.run`` reports them."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+HYDRA_ENTRY_POINTS = {"hotdog.train", "hotdog.evaluate"}  # their main() reads sys.argv
+
+
+@pytest.fixture
+def run_main(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
+    """Call ``python -m MODULE ARGS...`` in the test process: the same code as the command, without
+    a child process that imports PyTorch again. One test per command still runs it for real
+    (:func:`run_cli`)."""
+
+    def _run(module: str, *args: str) -> CliResult:
+        main = importlib.import_module(module).main
+        if module in HYDRA_ENTRY_POINTS:
+            # Imported, not run as __main__, Hydra would look for the configs inside the package.
+            args = (f"--config-path={CONFIGS}", *args)
+        monkeypatch.setattr(sys, "argv", [module, *args])
+        capsys.readouterr()
+        try:
+            status = main() if module in HYDRA_ENTRY_POINTS else main(list(args))
+        except SystemExit as stop:
+            status = stop.code
+        captured = capsys.readouterr()
+        return CliResult(status if isinstance(status, int) else 0, captured.out, captured.err)
+
+    return _run
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One real training run on the shipped sample (a frozen epoch, then two full ones)."""
+    """One real run of the tiny config on the shipped sample: a frozen epoch, then a full one."""
     from hotdog.train import train
 
     output = tmp_path_factory.mktemp("trained")
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                f"paths.output_dir={output}",
-                "logger=csv",
-                "trainer.max_epochs=3",
-                "model.freeze_backbone_epochs=1",
-            ],
-        )
-    train(cfg)
+    overrides = tiny("trainer.max_epochs=2", "model.freeze_backbone_epochs=1")
+    train(compose_config(f"paths.output_dir={output}", "logger=csv", *overrides))
     return output
 
 
@@ -198,3 +257,14 @@ def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A GCS emulator with the bucket ``hotdog-models``."""
     with start_gcs_emulator(tmp_path_factory.mktemp("gcs-models"), "hotdog-models") as url:
         yield url
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Container tests need a Docker engine: they run only when `-m` names them
+    (`pytest -m container`, a step of .ci/run of its own), never in `pytest` or `-m "not slow"`."""
+    if "container" in (config.option.markexpr or ""):
+        return
+    deselected = [item for item in items if item.get_closest_marker("container")]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if not item.get_closest_marker("container")]

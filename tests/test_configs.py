@@ -5,12 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hydra.errors import MissingConfigException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from tests.conftest import CONFIGS
 
-GROUPS = sorted(p.name for p in CONFIGS.iterdir() if p.is_dir() and p.name != "hydra")
+# Folders starting with "_" hold bases that options include; they are not groups to choose from.
+# vertex/ configures the Vertex AI job around a training run (vertex_job.yaml), not the run itself.
+GROUPS = sorted(
+    p.name
+    for p in CONFIGS.iterdir()
+    if p.is_dir() and p.name not in {"hydra", "vertex"} and p.name[0] != "_"
+)
 
 
 def _options(group: str) -> list[str]:
@@ -42,6 +49,14 @@ def test_option_composes_and_resolves(compose_train, group, option):
     container = OmegaConf.to_container(cfg, resolve=True)
     assert container["task_name"]
     assert container["model"]["class_names"] == ["hot_dog", "not_hot_dog"]
+
+
+def test_a_typo_lists_only_real_options(compose_train):
+    with pytest.raises(MissingConfigException) as caught:
+        compose_train("model=efficientnet_lite9")
+    message = str(caught.value)
+    assert "efficientnet_lite0" in message and "resnet18" in message
+    assert "classifier" not in message  # the shared base is not a model
 
 
 def test_eval_config_composes(compose_train):

@@ -61,6 +61,7 @@ def test_evaluate_cli_on_another_data_root(checkpoint: Path, tmp_path: Path):
         f"ckpt_path={checkpoint}",
         f"data.root={data}",
         f"paths.output_dir={out}",
+        f"hydra.run.dir={out}",
     )
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
@@ -86,9 +87,9 @@ def test_predict_files_matches_evaluate(compose_train, checkpoint: Path, tmp_pat
         assert result["probability"] == max(result["probabilities"].values())
 
 
-def test_predict_cli_text_and_json(checkpoint: Path, tmp_path: Path):
+def test_predict_cli_text_and_json(run_main, checkpoint: Path, tmp_path: Path):
     photos = sorted((SAMPLE / "test" / "hot_dog").glob("*.jpg"))[:2]
-    done = run_cli("-m", "hotdog.predict", str(checkpoint), *map(str, photos))
+    done = run_cli("-m", "hotdog.predict", str(checkpoint), *map(str, photos))  # the real command
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 2
@@ -96,19 +97,19 @@ def test_predict_cli_text_and_json(checkpoint: Path, tmp_path: Path):
     assert path == str(photos[0]) and label in {"hot_dog", "not_hot_dog"}
     assert 0.5 <= float(probability) <= 1.0
 
-    done = run_cli("-m", "hotdog.predict", str(checkpoint), str(photos[0]), "--json")
+    done = run_main("hotdog.predict", str(checkpoint), str(photos[0]), "--json")
     record = json.loads(done.stdout)
     assert set(record) == {"file", "label", "probability", "probabilities"}
 
 
-def test_predict_cli_reports_bad_files_and_goes_on(checkpoint: Path, tmp_path: Path):
+def test_predict_cli_reports_bad_files_and_goes_on(run_main, checkpoint: Path, tmp_path: Path):
     folder = tmp_path / "mixed"
     folder.mkdir()
     good = sorted((SAMPLE / "test" / "not_hot_dog").glob("*.jpg"))[0]
     shutil.copy(good, folder / "a_good.jpg")
     (folder / "b_broken.jpg").write_bytes(good.read_bytes()[:1000])
     (folder / "c_text.png").write_text("hello")
-    done = run_cli("-m", "hotdog.predict", str(checkpoint), str(folder), "--json")
+    done = run_main("hotdog.predict", str(checkpoint), str(folder), "--json")
     assert done.returncode == 1
     records = [json.loads(line) for line in done.stdout.strip().splitlines()]
     assert [Path(r["file"]).name for r in records] == ["a_good.jpg", "b_broken.jpg", "c_text.png"]
@@ -124,14 +125,14 @@ def test_predict_cli_reports_bad_files_and_goes_on(checkpoint: Path, tmp_path: P
         (["CKPT", "no/such/photo.jpg"], "no/such/photo.jpg does not exist"),
     ],
 )
-def test_predict_cli_user_errors_are_one_sentence(checkpoint: Path, args, message):
+def test_predict_cli_user_errors_are_one_sentence(run_main, checkpoint: Path, args, message):
     args = [str(checkpoint) if a == "CKPT" else a for a in args]
-    done = run_cli("-m", "hotdog.predict", *args)
+    done = run_main("hotdog.predict", *args)
     assert done.returncode == 2
     assert message in done.stderr and "Traceback" not in done.stderr
 
 
-def test_evaluate_cli_without_checkpoint_is_one_sentence(tmp_path: Path):
-    done = run_cli("-m", "hotdog.evaluate", f"paths.output_dir={tmp_path}")
+def test_evaluate_cli_without_checkpoint_is_one_sentence(run_main, tmp_path: Path):
+    done = run_main("hotdog.evaluate", f"paths.output_dir={tmp_path}", f"hydra.run.dir={tmp_path}")
     assert done.returncode == 2
     assert "No checkpoint given" in done.stderr and "Traceback" not in done.stderr

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from hotdog.core.dataset import DatasetError
-from hotdog.pipeline.prepare import prepare, strip_jpeg_metadata
+from hotdog.pipeline.prepare import Item, _group_duplicates, prepare, strip_jpeg_metadata
 from tests.conftest import copy_sample, run_cli
 
 GPS_IFD = 0x8825
@@ -117,3 +117,41 @@ def test_cli_missing_raw_folder_is_one_sentence(tmp_path: Path):
     done = run_cli("-m", "hotdog.pipeline.prepare", str(tmp_path / "none"), str(tmp_path / "o"))
     assert done.returncode == 2
     assert "Raw data folder" in done.stderr and "Traceback" not in done.stderr
+
+
+def _all_pairs_groups(items: list[Item], max_distance: int) -> list[list[str]]:
+    """The grouping by definition: every pair compared (the stage's algorithm until it scaled)."""
+    groups: list[set[int]] = [{i} for i in range(len(items))]
+    for i, a in enumerate(items):
+        for j in range(i + 1, len(items)):
+            b = items[j]
+            if a.sha256 == b.sha256 or (a.dhash ^ b.dhash).bit_count() <= max_distance:
+                merged = next(g for g in groups if i in g) | next(g for g in groups if j in g)
+                groups = [g for g in groups if i not in g and j not in g] + [merged]
+    found = [sorted(g) for g in groups if len(g) > 1]
+    return [[items[i].source.name for i in g] for g in sorted(found)]
+
+
+def _items_with_near_duplicates(count: int, seed: int) -> list[Item]:
+    """Random dHashes, some copied with a few bits flipped, some with the same content hash."""
+    rng = np.random.default_rng(seed)
+    hashes = [int(h) * 2 + 1 for h in rng.integers(0, 2**63, count, dtype=np.int64)]
+    shas = [f"sha{i}" for i in range(count)]
+    for i in range(0, count, 7):  # a near copy of an earlier photo: 0 to 6 bits flipped
+        source = int(rng.integers(0, i + 1))
+        flips = rng.choice(64, size=int(rng.integers(0, 7)), replace=False)
+        hashes[i] = hashes[source] ^ sum(1 << int(bit) for bit in flips)
+    for i in range(3, count, 11):  # the same bytes as another photo
+        shas[i] = shas[int(rng.integers(0, count))]
+    return [
+        Item("train", "hot_dog", Path(f"{i}.jpg"), sha256=shas[i], dhash=hashes[i])
+        for i in range(count)
+    ]
+
+
+@pytest.mark.parametrize("max_distance", [-1, 0, 1, 3, 6, 12, 64])
+def test_indexed_grouping_equals_comparing_every_pair(max_distance: int):
+    items = _items_with_near_duplicates(300, seed=max_distance + 2)
+    found = [[item.source.name for item in g] for g in _group_duplicates(items, max_distance)]
+    assert found == _all_pairs_groups(items, max_distance)
+    assert found  # the data has duplicates at every distance

@@ -226,6 +226,7 @@ def test_metrics_count_requests_predictions_and_refusals(live_server: str):
     assert value(r'hotdog_rejected_uploads_total\{reason="unsupported"\}') >= 1
     assert 0 < value("hotdog_model_load_seconds") < 60
     assert value("hotdog_http_requests_in_flight") == 1  # this very request
+    assert value("hotdog_request_body_bytes_held") == 0  # no upload under way
     assert re.search(r'^hotdog_model_info\{.*precision="int8".*\} 1\.0$', text, re.M)
 
 
@@ -668,3 +669,26 @@ def test_sigterm_finishes_requests_in_flight_and_exits_0(exported_model: Path):
     finally:
         client.close()
     assert server.wait(15) == 0
+
+
+def test_prediction_hooks_see_every_classified_image(exported_model: Path):
+    from fastapi.testclient import TestClient
+
+    from hotdog.serve.app import create_app
+
+    events = []
+    settings = Settings(model_uri=str(exported_model / "model.int8.onnx"))
+    with TestClient(create_app(settings, prediction_hooks=[events.append])) as client:
+        while client.get("/ready").status_code != 200:
+            time.sleep(0.05)
+        body = client.post("/predict", files={"file": HOT_DOGS[0].open("rb")}).json()
+        png = _encoded(Image.open(NOT_HOT_DOGS[0]).convert("RGB"), "PNG")
+        files = [("files", ("a.png", png)), ("files", ("junk.jpg", b"junk"))]
+        assert client.post("/predict/batch", files=files).status_code == 200
+    assert len(events) == 2  # the junk file was refused, not classified
+    first, second = events
+    assert (first.label, first.probabilities) == (body["label"], body["probabilities"])
+    assert first.model_version == body["model_version"] and first.latency_s > 0
+    width, height = Image.open(HOT_DOGS[0]).size
+    assert (first.image.format, first.image.width, first.image.height) == ("JPEG", width, height)
+    assert second.image.format == "PNG"

@@ -76,6 +76,11 @@ class ModelMetadata:
     format: str = "onnx"
     input_name: str = "image"
     output_name: str = "probabilities"
+    # The reduced embedding output and the reference profile's file name beside the model, for
+    # drift monitoring (hotdog.monitor); absent in models exported before them.
+    embedding_name: str | None = None
+    embedding_dim: int | None = None
+    reference_profile: str | None = None
     opset: int | None = None
     test_accuracy: float | None = None
     test_images: int | None = None

@@ -104,6 +104,7 @@ def decode_upload(
     and draft mode shrinks the size)."""
     if not data:
         raise UnreadableImageError(source, "is empty", "empty")
+    image: Image.Image
     try:
         with warnings.catch_warnings():
             # Pillow warns above its own pixel limit; ours is applied right after opening.

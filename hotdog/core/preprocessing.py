@@ -65,8 +65,8 @@ class DataConfig:
             input_size=int(config["input_size"]),
             train_input_size=int(train_input_size) if train_input_size else None,
             interpolation=str(config["interpolation"]),
-            mean=tuple(config["mean"]),  # type: ignore[arg-type]
-            std=tuple(config["std"]),  # type: ignore[arg-type]
+            mean=tuple(config["mean"]),
+            std=tuple(config["std"]),
             crop_pct=float(config["crop_pct"]),
         )
 

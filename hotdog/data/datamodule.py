@@ -62,7 +62,7 @@ class HotdogDataModule(L.LightningDataModule):
         super().__init__()
         self.root = Path(root).expanduser()
         if not isinstance(data_config, DataConfig):
-            data_config = DataConfig.from_dict(data_config)
+            data_config = DataConfig.from_dict(dict(data_config))
         self.data_config = data_config
         self.classes = list(classes)
         self.val_fraction = val_fraction
@@ -73,12 +73,11 @@ class HotdogDataModule(L.LightningDataModule):
         self.decode_threads = decode_threads
         self.skip_corrupt = skip_corrupt
         if not isinstance(augmentation, Augmentation):
-            augmentation = Augmentation(
-                **{
-                    key: tuple(value) if isinstance(value, Sequence) else value
-                    for key, value in (augmentation or {}).items()
-                }
-            )
+            options: dict[str, Any] = {
+                key: tuple(value) if isinstance(value, Sequence) else value
+                for key, value in (augmentation or {}).items()
+            }
+            augmentation = Augmentation(**options)
         self.augmentation = augmentation
         self.cache = ImageCache(cache_dir, self.data_config)
         # Evaluation-only sets ({name: ROOT with test/<class>/}), reported beside the test split

@@ -13,6 +13,7 @@ import importlib
 import os
 import socket
 from pathlib import Path
+from typing import Any, Protocol, cast
 from urllib.parse import urlparse
 
 import timm
@@ -68,6 +69,23 @@ def bundled_weights_path(architecture: str) -> Path | None:
     return Path(getattr(module, getter).get_model_file_path())
 
 
+class TimmModel(Protocol):
+    """What this project uses of a timm model beyond ``nn.Module`` (every timm model has it)."""
+
+    pretrained_cfg: dict[str, Any]
+
+    def get_classifier(self) -> nn.Module: ...
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+def timm_parts(model: nn.Module) -> TimmModel:
+    """``model`` seen through its timm API (``nn.Module`` attributes are untyped to mypy)."""
+    return cast(TimmModel, model)
+
+
 def convert_lite_state_dict(
     source: dict[str, torch.Tensor], model: nn.Module
 ) -> dict[str, torch.Tensor]:
@@ -78,7 +96,8 @@ def convert_lite_state_dict(
     """
     block_names = [
         f"blocks.{stage}.{index}"
-        for stage, blocks in enumerate(model.blocks)
+        # timm's EfficientNets keep their stages as an nn.Sequential of nn.Sequential
+        for stage, blocks in enumerate(cast("list[nn.Sequential]", model.blocks))
         for index in range(len(blocks))
     ]
     converted: dict[str, torch.Tensor] = {}
@@ -96,6 +115,10 @@ def convert_lite_state_dict(
     return converted
 
 
+def _architecture(model: nn.Module) -> str:
+    return str(timm_parts(model).pretrained_cfg["architecture"])
+
+
 def _hub_reachable(timeout_s: float = 3.0) -> bool:
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}:
         return False
@@ -109,7 +132,7 @@ def _hub_reachable(timeout_s: float = 3.0) -> bool:
 
 
 def _cached_hub_weights(model: nn.Module) -> Path | None:
-    hub_id = model.pretrained_cfg.get("hf_hub_id")
+    hub_id = timm_parts(model).pretrained_cfg.get("hf_hub_id")
     if not hub_id:
         return None
     from huggingface_hub import try_to_load_from_cache
@@ -128,7 +151,7 @@ def _load_weights_file(model: nn.Module, path: Path) -> None:
             f"Weights file {path} does not exist; pass an existing file as model.weights "
             "or set model.weights=null."
         )
-    architecture = model.pretrained_cfg.get("architecture")
+    architecture = timm_parts(model).pretrained_cfg.get("architecture")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -145,7 +168,7 @@ def _load_weights_file(model: nn.Module, path: Path) -> None:
             f"({type(error).__name__}); pass a PyTorch or safetensors state dict of this model."
         ) from error
     own = model.state_dict()
-    head = model.pretrained_cfg.get("classifier", "classifier")
+    head = timm_parts(model).pretrained_cfg.get("classifier", "classifier")
     mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     state = {key: value for key, value in state.items() if key not in mismatched}
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -154,7 +177,7 @@ def _load_weights_file(model: nn.Module, path: Path) -> None:
     unexpected += [key for key in mismatched if not key.startswith(f"{head}.")]
     if missing or unexpected:
         raise PretrainedWeightsUnavailableError(
-            f"Weights file {path} does not fit {model.pretrained_cfg.get('architecture')}: "
+            f"Weights file {path} does not fit {architecture}: "
             f"{len(missing)} missing and {len(unexpected)} unexpected tensors "
             f"(first: {(missing + unexpected)[:3]}). Pass weights made for this model."
         )
@@ -165,7 +188,7 @@ def create_backbone(
     num_classes: int,
     pretrained: bool = True,
     weights: str | Path | None = None,
-    **kwargs: object,
+    **kwargs: Any,
 ) -> nn.Module:
     """Create timm model ``name`` with a fresh ``num_classes`` head.
 
@@ -182,7 +205,9 @@ def create_backbone(
         _load_weights_file(model, Path(weights))
     elif not pretrained:
         pass
-    elif (bundled := bundled_weights_path(model.pretrained_cfg["architecture"])) is not None:
+    elif (
+        bundled := bundled_weights_path(timm_parts(model).pretrained_cfg["architecture"])
+    ) is not None:
         _load_weights_file(model, bundled)
     elif (cached := _cached_hub_weights(model)) is not None:
         _load_weights_file(model, cached)

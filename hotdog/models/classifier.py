@@ -14,7 +14,7 @@ import functools
 import pickle
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import timm
@@ -31,7 +31,7 @@ from torchmetrics.classification import (
 from hotdog.core.artifact import CHECKPOINT_KEY, InferenceInfo
 from hotdog.core.errors import HotdogError
 from hotdog.core.preprocessing import DataConfig
-from hotdog.models.backbones import create_backbone
+from hotdog.models.backbones import create_backbone, timm_parts
 
 
 def _stage_metrics(num_classes: int, prefix: str) -> MetricCollection:
@@ -86,7 +86,7 @@ class HotdogClassifier(L.LightningModule):
             weights=weights,
             drop_rate=drop_rate,
         )
-        head = self.net.get_classifier()
+        head = timm_parts(self.net).get_classifier()
         if head_init == "zero" and isinstance(head, nn.Linear):
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
@@ -114,7 +114,7 @@ class HotdogClassifier(L.LightningModule):
 
     # ----------------------------------------------------------------- the network
     def head_parameters(self) -> list[nn.Parameter]:
-        return list(self.net.get_classifier().parameters())
+        return list(timm_parts(self.net).get_classifier().parameters())
 
     def backbone_parameters(self) -> list[nn.Parameter]:
         head = {id(p) for p in self.head_parameters()}
@@ -130,8 +130,8 @@ class HotdogClassifier(L.LightningModule):
             images = images.contiguous(memory_format=torch.channels_last)
         if self.backbone_frozen:
             with torch.no_grad():
-                features = self.net.forward_features(images)
-            return self.net.forward_head(features)
+                features = timm_parts(self.net).forward_features(images)
+            return timm_parts(self.net).forward_head(features)
         logits = self.net(images)
         if self.tta_hflip and not self.training:
             logits = (logits + self.net(images.flip(-1))) / 2
@@ -169,7 +169,7 @@ class HotdogClassifier(L.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         loss, logits, labels = self._step(batch)
         self.train_loss(loss)
-        self.train_metrics(logits, labels)
+        self.train_metrics.update(logits, labels)  # computed once per epoch, when logged
         self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True, prog_bar=True)
         return loss
@@ -181,7 +181,7 @@ class HotdogClassifier(L.LightningModule):
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         loss, logits, labels = self._step(batch)
         self.val_loss(loss)
-        self.val_metrics(logits.float().softmax(-1), labels)
+        self.val_metrics.update(logits.float().softmax(-1), labels)
         self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log_dict(self.val_metrics, on_step=False, on_epoch=True, prog_bar=True)
 
@@ -194,7 +194,7 @@ class HotdogClassifier(L.LightningModule):
         loss, logits, labels = self._step(batch)
         probabilities = logits.float().softmax(-1)  # not bfloat16: AUROC needs the resolution
         self.test_loss(loss)
-        self.test_metrics(probabilities, labels)
+        self.test_metrics.update(probabilities, labels)
         self.log("test/loss", self.test_loss, on_step=False, on_epoch=True)
         self.log_dict(self.test_metrics, on_step=False, on_epoch=True)
         self._test_batches.append((batch[2].detach(), probabilities.detach()))
@@ -207,8 +207,9 @@ class HotdogClassifier(L.LightningModule):
         probabilities = torch.cat([p for _, p in self._test_batches])
         if self.trainer.world_size > 1:
             # DistributedSampler pads ranks to equal length by repeating samples: de-duplicate.
-            indices = self.all_gather(indices).reshape(-1)
-            probabilities = self.all_gather(probabilities).reshape(-1, probabilities.shape[-1])
+            indices = cast(torch.Tensor, self.all_gather(indices)).reshape(-1)
+            gathered = cast(torch.Tensor, self.all_gather(probabilities))
+            probabilities = gathered.reshape(-1, probabilities.shape[-1])
         order = torch.argsort(indices)
         indices, probabilities = indices[order], probabilities[order]
         first = torch.ones_like(indices, dtype=torch.bool)
@@ -248,7 +249,7 @@ class HotdogClassifier(L.LightningModule):
         """What a checkpoint must say for inference: classes, model and preprocessing."""
         return InferenceInfo(
             class_names=tuple(self.class_names),
-            backbone=self.net.pretrained_cfg["architecture"],
+            backbone=timm_parts(self.net).pretrained_cfg["architecture"],
             data_config=self.data_config,
             tta_hflip=self.tta_hflip,
         )

@@ -20,11 +20,12 @@ import argparse
 import csv
 import hashlib
 import io
+import itertools
 import json
 import shutil
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,8 +129,35 @@ def _clean_bytes(item: Item, image_format: str | None, oriented: Image.Image) ->
     return buffer.getvalue(), True
 
 
+def _near_pairs(hashes: np.ndarray, max_distance: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Index pairs of distinct 64-bit ``hashes`` at most ``max_distance`` bits apart.
+
+    Multi-index hashing: cut the 64 bits into ``max_distance + 1`` pieces. Two hashes within
+    ``max_distance`` bits differ in at most that many pieces, so at least one piece is equal
+    (pigeonhole): only hashes that share a piece value are compared. Per piece, sorting by its
+    value puts those side by side, and comparing each hash with the one ``offset`` places further
+    on, for growing offsets, visits every same-piece pair. Random hashes share a piece with few
+    others, so the work grows about linearly with their number.
+    """
+    pieces = min(max_distance + 1, 64)
+    bounds = np.linspace(0, 64, pieces + 1).round().astype(np.uint64)
+    for low, high in itertools.pairwise(bounds):
+        mask = np.uint64((1 << int(high - low)) - 1)
+        keys = (hashes >> low) & mask
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
+        for offset in range(1, len(hashes)):
+            same = sorted_keys[offset:] == sorted_keys[:-offset]
+            if not same.any():
+                break  # no run of equal keys is longer than this offset
+            first, second = order[:-offset][same], order[offset:][same]
+            close = np.bitwise_count(hashes[first] ^ hashes[second]) <= max_distance
+            yield first[close], second[close]
+
+
 def _group_duplicates(items: list[Item], max_distance: int) -> list[list[Item]]:
-    """Groups of items with the same content hash or dHashes within ``max_distance`` bits."""
+    """Groups of items with the same content hash or dHashes within ``max_distance`` bits, in
+    the order of their first item, each in item order."""
     parent = list(range(len(items)))
 
     def find(i: int) -> int:
@@ -138,17 +166,26 @@ def _group_duplicates(items: list[Item], max_distance: int) -> list[list[Item]]:
             i = parent[i]
         return i
 
-    hashes = np.array([item.dhash for item in items], dtype=np.uint64)
+    def union(i: int, j: int) -> None:
+        parent[find(j)] = find(i)
+
+    # Exact duplicates (and equal dHashes) by hash map.
+    first_by_sha: dict[str, int] = {}
+    first_by_dhash: dict[int, int] = {}
     for i, item in enumerate(items):
-        distance = np.array(
-            [bin(int(h)).count("1") for h in np.bitwise_xor(hashes[i + 1 :], hashes[i])],
-            dtype=np.int64,
-        )
-        for j in np.flatnonzero(distance <= max_distance) + i + 1:
-            parent[find(int(j))] = find(i)
-        for j in range(i + 1, len(items)):
-            if items[j].sha256 == item.sha256:
-                parent[find(j)] = find(i)
+        union(first_by_sha.setdefault(item.sha256, i), i)
+        if max_distance >= 0:
+            union(first_by_dhash.setdefault(item.dhash, i), i)
+    # Near duplicates: between distinct dHashes, one item stands for each.
+    if max_distance >= 64:  # any two 64-bit hashes
+        for i in range(1, len(items)):
+            union(0, i)
+    elif max_distance > 0 and len(first_by_dhash) > 1:
+        representatives = list(first_by_dhash.values())
+        hashes = np.array([items[i].dhash for i in representatives], dtype=np.uint64)
+        for first, second in _near_pairs(hashes, max_distance):
+            for a, b in zip(first.tolist(), second.tolist(), strict=True):
+                union(representatives[a], representatives[b])
     groups: dict[int, list[Item]] = {}
     for i, item in enumerate(items):
         groups.setdefault(find(i), []).append(item)

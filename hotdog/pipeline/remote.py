@@ -1,8 +1,13 @@
 """Check the DVC remote before pushing or pulling: ``python -m hotdog.pipeline.remote``.
 
-DVC's own errors for a missing bucket or missing credentials are cryptic (``b/NAME/o``) or slow.
-This check reads the remote from DVC's config and says in one sentence what is wrong: no
-credentials, a bucket that does not exist or cannot be read, or an endpoint that does not answer.
+    python -m hotdog.pipeline.remote [--remote NAME]     # check only
+    python -m hotdog.pipeline.remote pull [DVC OPTIONS]  # check, then `dvc pull` (push, fetch)
+
+DVC's own errors for a missing bucket or missing credentials are cryptic (``b/NAME/o``) or slow:
+without credentials ``dvc pull`` retries for minutes. This check reads the remote from DVC's
+config and says in one sentence, within seconds, what is wrong: no credentials, a bucket that does
+not exist or cannot be read, or an endpoint that does not answer. Given a DVC command, it runs it
+only once the remote answered.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import argparse
 import logging
 import os
 import socket
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -108,15 +114,26 @@ def check_remote(repo_root: Path, name: str | None = None, timeout_s: float = 20
     return url
 
 
+DVC_COMMANDS = ("pull", "push", "fetch")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hotdog-remote", description=__doc__.splitlines()[0])
     parser.add_argument("--remote", help="remote name (default: DVC's default remote)")
     parser.add_argument("--repo", type=Path, default=Path.cwd())
+    parser.add_argument(
+        "command", nargs="?", choices=DVC_COMMANDS, help="then run `dvc COMMAND` in the repo"
+    )
+    parser.add_argument("dvc_args", nargs=argparse.REMAINDER, help="options for the DVC command")
     args = parser.parse_args(argv)
     with exit_on_user_error():
         url = check_remote(args.repo, args.remote)
-    print(f"Remote {url} is reachable.")
-    return 0
+    print(f"Remote {url} is reachable.", flush=True)
+    if not args.command:
+        return 0
+    remote = ["--remote", args.remote] if args.remote else []
+    command = [sys.executable, "-m", "dvc", args.command, *remote, *args.dvc_args]
+    return subprocess.run(command, cwd=args.repo).returncode
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from hotdog.core.errors import exit_on_user_error
+from hotdog.monitor.prediction_log import PredictionLogSettings
 from hotdog.serve.settings import ENV_PREFIX, Settings
 
 
@@ -30,6 +31,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     with exit_on_user_error():
         settings = Settings.from_env()
+        prediction_log = PredictionLogSettings.from_env()
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -47,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             server.should_exit = True
 
     config = uvicorn.Config(
-        create_app(settings, on_load_failure=stop),
+        create_app(settings, on_load_failure=stop, prediction_log=prediction_log),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

@@ -22,6 +22,8 @@ from typing import Any
 from fastapi import FastAPI
 
 from hotdog import __version__
+from hotdog.monitor.prediction_log import PredictionLogSettings, open_prediction_log
+from hotdog.serve.metrics import ServiceMetrics
 from hotdog.serve.middleware import PayloadLimit, RequestMetrics
 from hotdog.serve.refusals import install_handlers
 from hotdog.serve.routes import page, predict, status, vertex
@@ -33,17 +35,23 @@ def create_app(
     settings: Settings | None = None,
     on_load_failure: Callable[[str], None] | None = None,
     prediction_hooks: Sequence[PredictionHook] = (),
+    prediction_log: PredictionLogSettings | None = None,
 ) -> FastAPI:
     """The service for ``settings`` (default: from the environment).
 
     The model loads in the background after start-up: ``/health`` answers at once, ``/ready``
     once the model is loaded and warmed up. If loading fails, ``/ready`` answers 503 with the
     reason and ``on_load_failure`` is called with it (``python -m hotdog.serve`` then exits).
-    Each ``prediction_hooks`` is called with every image classified.
+    Each ``prediction_hooks`` is called with every image classified; the prediction log
+    (``prediction_log``, default: from the ``HOTDOG_PREDICTION_LOG*`` environment) is one.
     """
+    settings = settings or Settings.from_env()
+    metrics = ServiceMetrics()
+    log = open_prediction_log(prediction_log or PredictionLogSettings.from_env(), metrics, settings)
     state = ServingState(
-        settings or Settings.from_env(),
-        prediction_hooks=prediction_hooks,
+        settings,
+        metrics=metrics,
+        prediction_hooks=(*prediction_hooks, log.hook) if log else prediction_hooks,
         on_load_failure=on_load_failure,
     )
 
@@ -53,6 +61,8 @@ def create_app(
         yield
         task.cancel()
         state.shutdown()
+        if log is not None:
+            log.close()  # write what is still queued
 
     app = FastAPI(
         title="hotdog",

@@ -61,6 +61,12 @@ class ServiceMetrics:
             ["reason"],
             registry=registry,
         )
+        self.body_bytes_held = Gauge(
+            "hotdog_request_body_bytes_held",
+            "Bytes of request bodies being received, held in memory (HOTDOG_BODY_MEMORY_BYTES "
+            "caps them).",
+            registry=registry,
+        )
         self.model_load = Gauge(
             "hotdog_model_load_seconds",
             "Time taken to fetch, load and warm up the model.",

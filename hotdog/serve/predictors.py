@@ -26,6 +26,11 @@ class Predictor(Protocol):
         """Class probabilities, shape (N, classes), for normalised images of shape (N, 3, H, W)."""
         ...
 
+    def predict_with_embedding(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities and the model's reduced embedding (N, D) from the same pass, or None
+        when the model has no embedding output (for the prediction log's drift features)."""
+        ...
+
 
 class OnnxPredictor:
     """An exported ONNX model (float32 or int8) run by onnxruntime on the CPU."""
@@ -53,6 +58,13 @@ class OnnxPredictor:
     def predict(self, images: np.ndarray) -> np.ndarray:
         feed = {self.metadata.input_name: images}
         return self.session.run([self.metadata.output_name], feed)[0]
+
+    def predict_with_embedding(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        if not self.metadata.embedding_name:
+            return self.predict(images), None
+        outputs = [self.metadata.output_name, self.metadata.embedding_name]
+        probabilities, embeddings = self.session.run(outputs, {self.metadata.input_name: images})
+        return probabilities, embeddings
 
 
 class TorchPredictor:
@@ -88,6 +100,9 @@ class TorchPredictor:
     def predict(self, images: np.ndarray) -> np.ndarray:
         with self._torch.inference_mode():
             return self.model.predict_proba(self._torch.from_numpy(images)).float().numpy()
+
+    def predict_with_embedding(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        return self.predict(images), None  # the projection is made by export
 
 
 def load_predictor(settings: Settings) -> Predictor:

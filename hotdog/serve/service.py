@@ -14,6 +14,7 @@ import numpy as np
 
 from hotdog.core.images import UnreadableImageError, decode_upload
 from hotdog.core.preprocessing import preprocess_array
+from hotdog.monitor.profile import image_statistics
 from hotdog.serve.predictors import Predictor
 
 # Pillow's names of the formats a photo upload may have (MPO: JPEGs from many phone cameras).
@@ -43,12 +44,18 @@ class Outcome:
     prediction: dict[str, Any] | None = None
     error: UnreadableImageError | None = None
     image: SentImage | None = None
+    # With describe_inputs: the image's statistics and the model's embedding (hotdog.monitor).
+    statistics: dict[str, float] | None = None
+    embedding: list[float] | None = None
 
 
 class ClassifierService:
-    def __init__(self, predictor: Predictor, max_pixels: int) -> None:
+    def __init__(
+        self, predictor: Predictor, max_pixels: int, describe_inputs: bool = False
+    ) -> None:
         self.predictor = predictor
         self.max_pixels = max_pixels
+        self.describe_inputs = describe_inputs
         self.class_names = predictor.metadata.class_names
         self.version = predictor.metadata.version
 
@@ -85,8 +92,19 @@ class ClassifierService:
                 continue
             arrays.append(array)
             readable.append(index)
-            outcomes.append(Outcome(upload.filename, image=sent))
-        if arrays:
+            statistics = None
+            if self.describe_inputs:
+                statistics = image_statistics(array, self.predictor.metadata.data_config)
+            outcomes.append(Outcome(upload.filename, image=sent, statistics=statistics))
+        if arrays and self.describe_inputs:
+            probabilities, embeddings = self.predictor.predict_with_embedding(np.stack(arrays))
+            for position, index in enumerate(readable):
+                outcomes[index] = replace(
+                    outcomes[index],
+                    prediction=self.encode(probabilities[position].tolist()),
+                    embedding=None if embeddings is None else embeddings[position].tolist(),
+                )
+        elif arrays:
             probabilities = self.predictor.predict(np.stack(arrays))
             for index, row in zip(readable, probabilities.tolist(), strict=True):
                 outcomes[index] = replace(outcomes[index], prediction=self.encode(row))

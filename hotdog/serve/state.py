@@ -35,6 +35,10 @@ class PredictionEvent:
     # Decoding, preprocessing and the model for the request the image came in.
     latency_s: float
     image: SentImage
+    # Brightness, contrast, saturation, sharpness and the model's reduced embedding, computed
+    # when there are hooks (see hotdog.monitor.profile).
+    statistics: dict[str, float] | None = None
+    embedding: list[float] | None = None
 
 
 # Called on the event loop for every image classified; must return at once (queue, don't write).
@@ -54,6 +58,7 @@ class ServingState:
 
     def __post_init__(self) -> None:
         self.body_budget = BodyBudget(self.settings.body_memory_bytes)
+        self.metrics.body_bytes_held.set_function(lambda: self.body_budget.held)
         # Requests are decoded and classified in these threads, each inference using
         # settings.threads cores: together they keep every core busy. The pool also bounds the
         # memory held by images being decoded at once.
@@ -64,7 +69,11 @@ class ServingState:
 
     def _load(self) -> ClassifierService:
         started = time.perf_counter()
-        service = ClassifierService(load_predictor(self.settings), self.settings.max_pixels)
+        service = ClassifierService(
+            load_predictor(self.settings),
+            self.settings.max_pixels,
+            describe_inputs=bool(self.prediction_hooks),
+        )
         service.warm_up()
         self.load_seconds = time.perf_counter() - started
         return service
@@ -146,6 +155,8 @@ class ServingState:
             probabilities=outcome.prediction["probabilities"],
             latency_s=seconds,
             image=outcome.image,
+            statistics=outcome.statistics,
+            embedding=outcome.embedding,
         )
         for hook in self.prediction_hooks:
             hook(event)

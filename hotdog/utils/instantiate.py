@@ -12,6 +12,8 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from lightning.pytorch.loggers import Logger
 
+from hotdog.utils.quiet import without_anonymous_setting
+
 
 def _nodes(config: Mapping[str, Any] | None) -> list[Any]:
     return [node for node in (config or {}).values() if node and "_target_" in node]
@@ -45,4 +47,8 @@ def instantiate_loggers(config: Mapping[str, Any] | None) -> list[Logger]:
     nodes = _nodes(config)
     if any("wandb" in str(node["_target_"]).lower() for node in nodes):
         use_wandb_offline_without_key()
-    return [instantiate(node) for node in nodes]
+    loggers = [instantiate(node) for node in nodes]
+    for logger in loggers:
+        if hasattr(logger, "_wandb_init"):  # Lightning's WandbLogger keeps wandb.init's arguments
+            logger._wandb_init = without_anonymous_setting(logger._wandb_init)
+    return loggers

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -41,7 +44,7 @@ def run_info() -> dict[str, Any]:
         "command": sys.argv,
         "git": git_revision(),
         "hotdog": hotdog.__version__,
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),  # a str subclass that YAML writers refuse
         "python": platform.python_version(),
         "host_cpus": torch.get_num_threads(),
     }
@@ -59,3 +62,22 @@ def save_run_files(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     (output_dir / "run.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
+
+
+@contextmanager
+def discard_run_folder_on_error() -> Iterator[None]:
+    """Remove the run folder Hydra made for this command if the run fails before writing anything
+    of its own (only Hydra's ``.hydra/`` and log are there), so a typo leaves no run behind."""
+    try:
+        yield
+    except Exception:
+        from hydra.core.hydra_config import HydraConfig
+
+        folder = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
+        if folder is not None and folder.is_dir() and _holds_only_hydra_files(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _holds_only_hydra_files(folder: Path) -> bool:
+    return all(path.name == ".hydra" or path.suffix == ".log" for path in folder.iterdir())

@@ -1,0 +1,214 @@
+"""How often does the drift report raise an alarm, with and without drift?
+
+    python benchmarks/drift_detection.py --model models/export/model.int8.onnx \
+        --data ../shared/data/hotdog --ood ../shared/data/hotdog-ood \
+        --stock ../shared/data/hotdog-stock
+
+The reference profile is the one exported next to the model (validation split + one half of the
+test split). "No drift" is the other half of the test split, which the profile does not contain;
+drift is the OOD and stock photo sets and the held-out half darkened, blurred or JPEG-degraded.
+Each trial draws one window of N photos without replacement from a set (windows of different
+trials overlap: 250 held-out photos cannot give 100 disjoint windows of 100), runs the same
+``detect_drift`` as ``python -m hotdog.monitor drift`` and counts a detection when it says drift.
+Prints a Markdown table and writes it as JSON with ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageEnhance, ImageFilter
+
+from hotdog.core.dataset import list_split
+from hotdog.core.images import read_image
+from hotdog.core.preprocessing import DataConfig, preprocess_array
+from hotdog.monitor.drift import ALPHA, detect_drift
+from hotdog.monitor.profile import (
+    RecordSet,
+    image_statistics,
+    prediction_record,
+    read_records,
+    reference_uri,
+    split_reference_half,
+)
+
+
+def _jpeg(image: Image.Image, quality: int = 8) -> Image.Image:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+
+
+SHIFTS: dict[str, Callable[[Image.Image], Image.Image]] = {
+    "darkened (x0.6)": lambda image: ImageEnhance.Brightness(image).enhance(0.6),
+    "blurred (radius 2)": lambda image: image.filter(ImageFilter.GaussianBlur(2)),
+    "JPEG quality 8": _jpeg,
+}
+
+
+class Profiler:
+    """Records for photos, made as the service makes them (same model, same features)."""
+
+    def __init__(self, model: Path) -> None:
+        import onnxruntime as ort
+
+        sidecar = json.loads(Path(f"{model}.json").read_text())
+        self.session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+        self.config = DataConfig.from_dict(sidecar["data_config"])
+        self.classes = sidecar["class_names"]
+        self.version = sidecar["version"]
+
+    def records(self, paths: list[Path], shift=None) -> list[dict]:
+        records = []
+        for path in paths:
+            image = read_image(path, min_short_side=self.config.resize_size)
+            if shift is not None:
+                image = shift(image)
+            array = preprocess_array(image, self.config)
+            probabilities, embedding = self.session.run(None, {"image": array[None]})
+            records.append(
+                prediction_record(
+                    model_version=self.version,
+                    class_names=self.classes,
+                    probabilities=probabilities[0],
+                    statistics=image_statistics(array, self.config),
+                    embedding=embedding[0],
+                    width=image.width,
+                    height=image.height,
+                )
+            )
+        return records
+
+
+def detection_rate(
+    reference: RecordSet, pool: list[dict], window: int, trials: int, seed: int, alpha: float
+) -> float | None:
+    if len(pool) < window:
+        return None
+    rng = np.random.default_rng(seed)
+    alarms = 0
+    for _ in range(trials):
+        chosen = rng.choice(len(pool), window, replace=False)
+        current = RecordSet([pool[index] for index in chosen], skipped=0, files=1)
+        alarms += detect_drift(reference, current, alpha=alpha).drift
+    return alarms / trials
+
+
+def profile_sets(args: argparse.Namespace) -> dict[str, list[dict]]:
+    profiler = Profiler(args.model)
+    test = list_split(args.data, "test", profiler.classes)
+    paths, labels = [s.path for s in test], [s.label for s in test]
+    _, held_out = split_reference_half(paths, labels, args.seed)
+    sets = {"no drift (held-out test half)": profiler.records(held_out)}
+    for name, shift in SHIFTS.items():
+        sets[f"held-out half, {name}"] = profiler.records(held_out, shift)
+    for name, root in (("OOD set", args.ood), ("stock set", args.stock)):
+        if root:
+            photos = [s.path for s in list_split(root, "test", profiler.classes)]
+            sets[f"{name} ({root.name})"] = profiler.records(photos)
+    return sets
+
+
+def resampled_false_alarms(
+    reference: RecordSet, held_out: list[dict], window: int, trials: int, seed: int, alpha: float
+) -> float | None:
+    """False alarms when each trial also redraws which half of the test split is in the reference.
+
+    With one fixed split, windows of 200 from 250 held-out photos are nearly the same window:
+    the rate measures that one split. Redrawing the split each trial measures the test itself.
+    The export writes the validation records first, then its half of the test split.
+    """
+    validation = reference.records[: len(reference.records) - len(held_out)]
+    tests = reference.records[len(validation) :] + held_out
+    labels = [record["label"] for record in tests]  # split per predicted class, like the export
+    if len(tests) // 2 < window:
+        return None
+    rng = np.random.default_rng(seed)
+    alarms = 0
+    for _ in range(trials):
+        own: list[dict] = []
+        pool: list[dict] = []
+        for label in sorted(set(labels)):
+            members = [r for r, own_label in zip(tests, labels, strict=True) if own_label == label]
+            order = rng.permutation(len(members))
+            half = len(members) // 2
+            own += [members[i] for i in order[:half]]
+            pool += [members[i] for i in order[half:]]
+        chosen = rng.choice(len(pool), window, replace=False)
+        current = RecordSet([pool[index] for index in chosen], skipped=0, files=1)
+        alarms += detect_drift(RecordSet(validation + own, 0, 1), current, alpha=alpha).drift
+    return alarms / trials
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--ood", type=Path)
+    parser.add_argument("--stock", type=Path)
+    parser.add_argument("--windows", default="50,100,200")
+    parser.add_argument("--trials", type=int, default=100, help="no-drift windows per size")
+    parser.add_argument("--drift-trials", type=int, default=50, help="windows per drift set")
+    parser.add_argument("--seed", type=int, default=0, help="the export's seed (its test half)")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--cache", type=Path, help="keep the photos' records here for reruns")
+    parser.add_argument(
+        "--reference", type=Path, help="another reference profile (default: the model's)"
+    )
+    parser.add_argument("--alpha", type=float, default=ALPHA, help="the verdict's alpha")
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    reference = read_records(args.reference or Path(reference_uri(str(args.model))))
+    print(f"reference: {len(reference.records)} records; alpha {args.alpha}")
+    if args.cache and args.cache.is_file():
+        sets: dict[str, list[dict]] = json.loads(args.cache.read_text())
+    else:
+        sets = profile_sets(args)
+        if args.cache:
+            args.cache.write_text(json.dumps(sets))
+    print(
+        f"profiled {sum(map(len, sets.values()))} photos in {time.perf_counter() - started:.0f} s"
+    )
+
+    windows = [int(size) for size in args.windows.split(",")]
+    table: dict[str, dict[str, float | None]] = {}
+    for name, pool in sets.items():
+        trials = args.trials if name.startswith("no drift") else args.drift_trials
+        table[name] = {
+            str(size): detection_rate(reference, pool, size, trials, args.seed + size, args.alpha)
+            for size in windows
+        }
+        table[name]["photos"] = len(pool)
+        table[name]["trials"] = trials
+        print(name, table[name], flush=True)
+    name = "no drift, reference split redrawn per window"
+    held_out = sets["no drift (held-out test half)"]
+    table[name] = {
+        str(size): resampled_false_alarms(
+            reference, held_out, size, args.trials, args.seed + size, args.alpha
+        )
+        for size in windows
+    }
+    table[name]["photos"] = len(held_out) * 2
+    table[name]["trials"] = args.trials
+    print(name, table[name], flush=True)
+
+    print("\n| stream | photos | windows | " + " | ".join(f"N={size}" for size in windows) + " |")
+    print("|---|---|---|" + "---|" * len(windows))
+    for name, row in table.items():
+        cells = ["n/a" if row[str(size)] is None else f"{row[str(size)]:.0%}" for size in windows]
+        print(f"| {name} | {row['photos']} | {row['trials']} | " + " | ".join(cells) + " |")
+    print(f"\ntotal {time.perf_counter() - started:.0f} s")
+    if args.out:
+        args.out.write_text(json.dumps(table, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

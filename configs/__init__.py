@@ -1,0 +1,1 @@
+"""Hydra configs, installed with the package as `hotdog.configs` (see pyproject.toml)."""

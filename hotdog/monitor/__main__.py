@@ -1,0 +1,70 @@
+"""``python -m hotdog.monitor drift --reference PROFILE --current LOGS [--out DIR]``.
+
+Compares logged predictions (a JSON-lines file or a folder of them, e.g. one day of the service's
+prediction log) with the reference profile exported with the model; writes ``drift.html`` and
+``drift.json`` and exits 1 when the window drifted (so a scheduled job can alert on it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from hotdog.core.errors import HotdogError, exit_on_user_error
+from hotdog.monitor.drift import ALPHA, PERMUTATIONS, detect_drift
+from hotdog.monitor.profile import read_records
+from hotdog.monitor.report import render_html
+
+
+def _existing(path: str, what: str) -> Path:
+    location = Path(path)
+    if not location.exists():
+        raise HotdogError(f"{what} {location} does not exist; {_HINTS[what]}")
+    return location
+
+
+_HINTS = {
+    "Reference profile": "pass the <model>.reference.jsonl written next to the exported model.",
+    "Prediction log": "pass a JSON-lines file or a folder of them (HOTDOG_PREDICTION_LOG).",
+}
+
+
+def drift(args: argparse.Namespace) -> int:
+    reference = read_records(_existing(args.reference, "Reference profile"))
+    current = read_records(_existing(args.current, "Prediction log"))
+    result = detect_drift(reference, current, alpha=args.alpha, permutations=args.permutations)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = result.summary()
+    (out / "drift.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "drift.html").write_text(render_html(result, args.reference, args.current))
+    skipped = f", {current.skipped} unreadable lines skipped" if current.skipped else ""
+    print(
+        f"{'DRIFT' if result.drift else 'no drift'}: score {result.score:.3g} (alpha "
+        f"{result.alpha}) over {result.current_records} predictions{skipped}; "
+        f"report in {out / 'drift.html'}"
+    )
+    for test in result.tests:
+        print(f"  {test.name:28s} p={test.p_value:.3g}")
+    return 1 if result.drift else 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m hotdog.monitor")
+    commands = parser.add_subparsers(dest="command", required=True)
+    command = commands.add_parser("drift", help="compare logged predictions with the reference")
+    command.add_argument("--reference", required=True, help="the model's *.reference.jsonl")
+    command.add_argument("--current", required=True, help="a prediction log file or folder")
+    command.add_argument("--out", default="reports/drift", help="folder for drift.html/json")
+    command.add_argument("--alpha", type=float, default=ALPHA, help="false-alarm rate")
+    command.add_argument("--permutations", type=int, default=PERMUTATIONS)
+    args = parser.parse_args(argv)
+    with exit_on_user_error():
+        sys.exit(drift(args))
+
+
+if __name__ == "__main__":
+    main()
