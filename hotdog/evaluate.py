@@ -80,8 +80,10 @@ def test_and_report_all(
         # A plain inference loop, not trainer.test: the run's test/* metrics stay the test split's.
         data = datamodule.for_root(root)
         data.setup("test")
-        probabilities = predict_probabilities(model, data.test_set, data.eval_batch_size, bf16)
-        labels = torch.tensor(data.test_set.labels)  # type: ignore[union-attr]
+        test_set = data.test_set
+        assert test_set is not None, "setup('test') builds the test set"
+        probabilities = predict_probabilities(model, test_set, data.eval_batch_size, bf16)
+        labels = torch.tensor(test_set.labels)
         reports[name] = write_report(
             output_dir / "extra" / name,
             probabilities,
