@@ -158,6 +158,7 @@ def test_drift_cli_writes_report_and_counts_corrupt_lines(tmp_path: Path):
     assert summary["drift"] and summary["skipped_lines"] == 3 and summary["current_records"] == 80
     brightness = next(test for test in summary["tests"] if test["name"] == "brightness")
     assert brightness["drift"] and brightness["p_value"] < 1e-6
+    assert 0 < brightness["floor"] < brightness["statistic"]  # the floor is reported beside it
     html = (out / "drift.html").read_text()
     assert "<svg" in html and "DRIFT" in html and "brightness" in html
 
