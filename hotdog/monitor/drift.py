@@ -13,9 +13,9 @@ the false-alarm rate of the whole verdict at or below ``alpha``) AND its statist
 effect-size floor: the 95th percentile of the same statistic between two random halves of the
 reference itself. A difference smaller than the reference's own halves show between each other is
 below what the reference can resolve: the p-value alone would flag it once the window is large
-(a day of logs), and a fixed reference of a few hundred photos always differs from production
-traffic by that much (measured: ``docs/monitoring.md``). The floor is calibrated on the reference
-only, never on drifted data, and the window is drifted when any test flags it.
+(a day of logs), and a fixed reference of a few hundred photos differs from the traffic by about
+that much by the luck of its draw (measured: ``docs/monitoring.md``). The floor is calibrated on
+the reference only, never on drifted data, and the window is drifted when any test flags it.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -123,7 +124,9 @@ def _halvings(size: int, seed: int) -> np.ndarray:
     return rows
 
 
-def half_split_floor(values: np.ndarray, statistic, seed: int = 0) -> float:
+def half_split_floor(
+    values: np.ndarray, statistic: Callable[[np.ndarray, np.ndarray], float], seed: int = 0
+) -> float:
     """FLOOR_QUANTILE of ``statistic(half, other half)`` over random halvings of ``values``."""
     if len(values) < 4:
         return 0.0
