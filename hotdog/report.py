@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,12 +31,51 @@ MISCLASSIFIED_FILE = "misclassified.csv"
 PREDICTIONS_FILE = "predictions.csv"  # every image: DVC's confusion-matrix plot reads it
 ROC_FILE = "roc.csv"
 PR_FILE = "precision_recall.csv"
+CALIBRATION_BINS = 15
+# "chilidog (12).jpg": the development set drawn from ImageNet names each photo after its category.
+CATEGORY_NAME = re.compile(r"^(?P<category>[A-Za-z][A-Za-z_-]*?) ?\(\d+\)$")
+
+
+def expected_calibration_error(
+    probabilities: torch.Tensor, labels: torch.Tensor, bins: int = CALIBRATION_BINS
+) -> float:
+    """Top-label ECE: the mean gap between confidence and accuracy over equal-width bins,
+    weighted by how many images fall in each bin (0 is perfectly calibrated)."""
+    confidence, predictions = probabilities.max(dim=-1)
+    correct = (predictions == labels).float()
+    # Confidences lie in [1/n, 1]; bin edges (a, b] with the first bin closed at 0.
+    which = torch.clamp(torch.ceil(confidence * bins).long() - 1, 0, bins - 1)
+    gap = 0.0
+    for b in range(bins):
+        members = which == b
+        if members.any():
+            share = members.float().mean()
+            gap += (share * (confidence[members].mean() - correct[members].mean()).abs()).item()
+    return gap
+
+
+def accuracy_per_category(
+    files: Sequence[Path], predictions: torch.Tensor, labels: torch.Tensor
+) -> dict[str, dict[str, Any]] | None:
+    """Accuracy per source category when every file name carries one (``food (3).jpg``);
+    None otherwise (the Kaggle photos are named by number only)."""
+    matches = [CATEGORY_NAME.match(Path(path).stem) for path in files]
+    if not files or not all(matches):
+        return None
+    table: dict[str, dict[str, Any]] = {}
+    for match, predicted, label in zip(matches, predictions.tolist(), labels.tolist(), strict=True):
+        row = table.setdefault(match["category"].lower(), {"images": 0, "correct": 0})  # type: ignore[index]
+        row["images"] += 1
+        row["correct"] += int(predicted == label)
+    for row in table.values():
+        row["accuracy"] = row["correct"] / row["images"]
+    return dict(sorted(table.items()))
 
 
 def build_report(
     probabilities: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str]
 ) -> dict[str, Any]:
-    """Accuracy, macro F1 and AUROC, per-class precision/recall and counts."""
+    """Accuracy, macro F1, AUROC, calibration error, per-class precision/recall and counts."""
     n = len(class_names)
     predictions = probabilities.argmax(dim=-1)
     precision = multiclass_precision(predictions, labels, num_classes=n, average=None)
@@ -45,11 +85,13 @@ def build_report(
         "accuracy": multiclass_accuracy(predictions, labels, num_classes=n, average="micro").item(),
         "f1": multiclass_f1_score(predictions, labels, num_classes=n, average="macro").item(),
         "auroc": multiclass_auroc(probabilities, labels, num_classes=n).item(),
+        "ece": expected_calibration_error(probabilities, labels),
         "per_class": {
             name: {
                 "precision": precision[i].item(),
                 "recall": recall[i].item(),
                 "support": int((labels == i).sum()),
+                "correct": int(((predictions == i) & (labels == i)).sum()),
             }
             for i, name in enumerate(class_names)
         },
@@ -112,7 +154,11 @@ def write_report(
     """Write metrics.json, the confusion matrix PNG, per-image predictions, misclassified files
     and ROC / precision-recall curves; return the report."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    report = build_report(probabilities, labels, class_names) | (extra or {})
+    report = build_report(probabilities, labels, class_names)
+    per_category = accuracy_per_category(files, probabilities.argmax(dim=-1), labels)
+    if per_category is not None:
+        report["per_category"] = per_category
+    report |= extra or {}
     (output_dir / METRICS_FILE).write_text(json.dumps(report, indent=2) + "\n")
     plot_confusion_matrix(
         report["confusion_matrix"]["rows_true_cols_predicted"],

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 
 from hotdog.cloud.vertex_runtime import adapt_to_vertex, save_model_outputs
 from hotdog.core.errors import HotdogError, exit_on_user_error
-from hotdog.evaluate import test_and_report
+from hotdog.evaluate import test_and_report_all
 from hotdog.models import HotdogClassifier
 from hotdog.utils import instantiate_callbacks, instantiate_loggers, save_run_files
 from hotdog.utils.instantiate import quiet_console
@@ -103,7 +103,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
         if not best and not cfg.trainer.get("fast_dev_run"):  # fast_dev_run saves none
             log.warning("No best checkpoint was saved; testing the current weights.")
-        report = test_and_report(
+        report = test_and_report_all(
             trainer,
             model,
             datamodule,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import shutil
 import socket
@@ -132,6 +133,11 @@ def run_main(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
     """Call ``python -m MODULE ARGS...`` in the test process: the same code as the command, without
     a child process that imports PyTorch again. One test per command still runs it for real
     (:func:`run_cli`)."""
+
+    # A command's logging.basicConfig binds the root logger to this test's captured stderr; the
+    # handlers it adds must not outlive the test, or later tests log into a closed stream.
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
 
     def _run(module: str, *args: str) -> CliResult:
         main = importlib.import_module(module).main

@@ -57,6 +57,7 @@ class HotdogDataModule(L.LightningDataModule):
         decode_threads: int = 2,
         skip_corrupt: bool = False,
         augmentation: Augmentation | Mapping[str, Any] | None = None,
+        extra_eval_roots: Mapping[str, str | Path] | None = None,
     ) -> None:
         super().__init__()
         self.root = Path(root).expanduser()
@@ -79,6 +80,11 @@ class HotdogDataModule(L.LightningDataModule):
             augmentation = Augmentation(**options)
         self.augmentation = augmentation
         self.cache = ImageCache(cache_dir, self.data_config)
+        # Evaluation-only sets ({name: ROOT with test/<class>/}), reported beside the test split
+        # after training; this module never reads them, so fitting cannot peek at them.
+        self.extra_eval_roots = {
+            name: Path(root).expanduser() for name, root in (extra_eval_roots or {}).items()
+        }
         self.files: dict[str, list[Path]] = {}
         self.skipped: list[tuple[Path, str]] = []
         self.train_set: PictureDataset | None = None
@@ -137,6 +143,19 @@ class HotdogDataModule(L.LightningDataModule):
             paths, pictures, labels = self._load_split("test")
             self.files["test"] = paths
             self.test_set = PictureDataset(pictures, labels, eval_transform(self.data_config))
+
+    def for_root(self, root: Path) -> HotdogDataModule:
+        """The same preprocessing and loading settings over another data root."""
+        return HotdogDataModule(
+            root,
+            self.data_config,
+            classes=self.classes,
+            eval_batch_size=self.eval_batch_size,
+            num_workers=self.num_workers,
+            cache_dir=self.cache.directory,
+            decode_threads=self.decode_threads,
+            skip_corrupt=self.skip_corrupt,
+        )
 
     def _loader(self, dataset: Dataset | None, batch_size: int, shuffle: bool) -> DataLoader:
         if dataset is None:
