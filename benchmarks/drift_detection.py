@@ -4,12 +4,15 @@
         --data ../shared/data/hotdog --ood ../shared/data/hotdog-ood \
         --stock ../shared/data/hotdog-stock
 
-The reference profile is the one exported next to the model (validation split + one half of the
-test split). "No drift" is the other half of the test split, which the profile does not contain;
-drift is the OOD and stock photo sets and the held-out half darkened, blurred or JPEG-degraded.
-Each trial draws one window of N photos without replacement from a set (windows of different
-trials overlap: 250 held-out photos cannot give 100 disjoint windows of 100), runs the same
-``detect_drift`` as ``python -m hotdog.monitor drift`` and counts a detection when it says drift.
+The reference profile is the one exported next to the model (a seeded half of the test split;
+``--reference`` compares another). "No drift" is the other half of the test split, which the
+profile does not contain; drift is the OOD and stock photo sets and the held-out half darkened,
+blurred or JPEG-degraded. Each trial draws one window of N photos without replacement from a set,
+runs the same ``detect_drift`` as ``python -m hotdog.monitor drift`` and counts a detection when it
+says drift. Windows of different trials overlap: two windows of N from 250 photos share N^2/250
+photos on average (160 of 200 at N = 200), so a fixed-reference row at large N measures nearly one
+comparison many times, and its 95 % interval (Wilson, which assumes independent windows) is too
+narrow there. The row that redraws the reference's half per window has independent trials.
 Prints a Markdown table and writes it as JSON with ``--out``.
 """
 
@@ -86,8 +89,22 @@ class Profiler:
         return records
 
 
+def wilson_interval(hits: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % interval of a rate from ``hits`` of ``trials`` independent trials (Wilson score)."""
+    rate = hits / trials
+    centre = (rate + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * np.sqrt(rate * (1 - rate) / trials + z * z / (4 * trials**2)) / (1 + z * z / trials)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def detection_rate(
-    reference: RecordSet, pool: list[dict], window: int, trials: int, seed: int, alpha: float
+    reference: RecordSet,
+    pool: list[dict],
+    window: int,
+    trials: int,
+    seed: int,
+    alpha: float,
+    effect_floor: bool = True,
 ) -> float | None:
     if len(pool) < window:
         return None
@@ -96,7 +113,7 @@ def detection_rate(
     for _ in range(trials):
         chosen = rng.choice(len(pool), window, replace=False)
         current = RecordSet([pool[index] for index in chosen], skipped=0, files=1)
-        alarms += detect_drift(reference, current, alpha=alpha).drift
+        alarms += detect_drift(reference, current, alpha=alpha, effect_floor=effect_floor).drift
     return alarms / trials
 
 
@@ -116,13 +133,20 @@ def profile_sets(args: argparse.Namespace) -> dict[str, list[dict]]:
 
 
 def resampled_false_alarms(
-    reference: RecordSet, held_out: list[dict], window: int, trials: int, seed: int, alpha: float
+    reference: RecordSet,
+    held_out: list[dict],
+    window: int,
+    trials: int,
+    seed: int,
+    alpha: float,
+    effect_floor: bool = True,
 ) -> float | None:
     """False alarms when each trial also redraws which half of the test split is in the reference.
 
     With one fixed split, windows of 200 from 250 held-out photos are nearly the same window:
     the rate measures that one split. Redrawing the split each trial measures the test itself.
-    The export writes the validation records first, then its half of the test split.
+    A reference that also holds other records (an older export's validation photos) lists them
+    first; they stay in every trial's reference.
     """
     validation = reference.records[: len(reference.records) - len(held_out)]
     tests = reference.records[len(validation) :] + held_out
@@ -142,7 +166,9 @@ def resampled_false_alarms(
             pool += [members[i] for i in order[half:]]
         chosen = rng.choice(len(pool), window, replace=False)
         current = RecordSet([pool[index] for index in chosen], skipped=0, files=1)
-        alarms += detect_drift(RecordSet(validation + own, 0, 1), current, alpha=alpha).drift
+        alarms += detect_drift(
+            RecordSet(validation + own, 0, 1), current, alpha=alpha, effect_floor=effect_floor
+        ).drift
     return alarms / trials
 
 
@@ -162,11 +188,19 @@ def main() -> None:
         "--reference", type=Path, help="another reference profile (default: the model's)"
     )
     parser.add_argument("--alpha", type=float, default=ALPHA, help="the verdict's alpha")
+    parser.add_argument(
+        "--no-floor", action="store_true", help="judge by p-values alone (no effect-size floor)"
+    )
+    parser.add_argument("--no-drift-only", action="store_true", help="skip the drifted sets")
     args = parser.parse_args()
 
     started = time.perf_counter()
     reference = read_records(args.reference or Path(reference_uri(str(args.model))))
-    print(f"reference: {len(reference.records)} records; alpha {args.alpha}")
+    floor = not args.no_floor
+    print(
+        f"reference: {len(reference.records)} records; alpha {args.alpha}; "
+        f"effect-size floor {'on' if floor else 'off'}"
+    )
     if args.cache and args.cache.is_file():
         sets: dict[str, list[dict]] = json.loads(args.cache.read_text())
     else:
@@ -180,9 +214,14 @@ def main() -> None:
     windows = [int(size) for size in args.windows.split(",")]
     table: dict[str, dict[str, float | None]] = {}
     for name, pool in sets.items():
-        trials = args.trials if name.startswith("no drift") else args.drift_trials
+        no_drift = name.startswith("no drift")
+        if args.no_drift_only and not no_drift:
+            continue
+        trials = args.trials if no_drift else args.drift_trials
         table[name] = {
-            str(size): detection_rate(reference, pool, size, trials, args.seed + size, args.alpha)
+            str(size): detection_rate(
+                reference, pool, size, trials, args.seed + size, args.alpha, floor
+            )
             for size in windows
         }
         table[name]["photos"] = len(pool)
@@ -192,7 +231,7 @@ def main() -> None:
     held_out = sets["no drift (held-out test half)"]
     table[name] = {
         str(size): resampled_false_alarms(
-            reference, held_out, size, args.trials, args.seed + size, args.alpha
+            reference, held_out, size, args.trials, args.seed + size, args.alpha, floor
         )
         for size in windows
     }
@@ -203,7 +242,16 @@ def main() -> None:
     print("\n| stream | photos | windows | " + " | ".join(f"N={size}" for size in windows) + " |")
     print("|---|---|---|" + "---|" * len(windows))
     for name, row in table.items():
-        cells = ["n/a" if row[str(size)] is None else f"{row[str(size)]:.0%}" for size in windows]
+        cells = []
+        for size in windows:
+            rate = row[str(size)]
+            if rate is None:
+                cells.append("n/a")
+            elif name.startswith("no drift"):  # false alarms: with a 95 % interval
+                low, high = wilson_interval(round(rate * row["trials"]), int(row["trials"]))
+                cells.append(f"{rate:.0%} ({low:.0%}-{high:.0%})")
+            else:
+                cells.append(f"{rate:.0%}")
         print(f"| {name} | {row['photos']} | {row['trials']} | " + " | ".join(cells) + " |")
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
     if args.out:

@@ -7,8 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats
 
-from hotdog.monitor.drift import detect_drift, mmd_test
+from hotdog.monitor.drift import (
+    detect_drift,
+    half_split_floor,
+    ks_statistic,
+    mmd_test,
+    mmd_test_with_floor,
+)
 from hotdog.monitor.profile import (
     IMAGE_STATISTICS,
     RecordSet,
@@ -63,12 +70,12 @@ def test_same_distribution_is_not_drift_and_each_shift_is_caught_by_its_test():
     assert {test.name for test in same.tests} >= {*IMAGE_STATISTICS, "confidence", "embedding"}
 
     darker = detect_drift(reference, _set(_records(100, seed=2, brightness=0.3)))
-    flagged = {test.name for test in darker.tests if test.p_value < darker.threshold}
+    flagged = {test.name for test in darker.tests if test.drift}
     assert darker.drift and "brightness" in flagged and "embedding" not in flagged
 
     # A change no single statistic shows: only the kernel test on the embeddings sees it.
     scene = detect_drift(reference, _set(_records(100, seed=3, embedding_shift=1.0)))
-    flagged = {test.name for test in scene.tests if test.p_value < scene.threshold}
+    flagged = {test.name for test in scene.tests if test.drift}
     assert scene.drift and flagged == {"embedding"}
 
 
@@ -78,6 +85,40 @@ def test_the_kernel_test_can_reach_the_threshold_at_a_small_alpha():
     scene = detect_drift(reference, _set(_records(100, seed=3, embedding_shift=1.0)), alpha=0.01)
     (embedding,) = [test for test in scene.tests if test.name == "embedding"]
     assert embedding.p_value < scene.threshold and scene.drift
+
+
+def test_effect_floor_ignores_a_significant_but_tiny_shift_in_a_large_window():
+    # A day of logs (3,000 predictions) a few brightness levels brighter than the reference: the
+    # p-value calls it significant, but it is smaller than two halves of the reference differ.
+    reference = _set(_records(300, seed=0))
+    day = _set(_records(3000, seed=4, brightness=0.48))
+    judged = detect_drift(reference, day)
+    (brightness,) = [test for test in judged.tests if test.name == "brightness"]
+    assert brightness.p_value < judged.threshold and brightness.statistic < brightness.floor
+    assert not brightness.drift and not judged.drift
+    assert detect_drift(reference, day, effect_floor=False).drift  # the floor made the difference
+    # A shift worth an alert clears the floor in the same large window.
+    darker = detect_drift(reference, _set(_records(3000, seed=4, brightness=0.35)))
+    assert darker.drift and {test.name for test in darker.tests if test.drift} == {"brightness"}
+
+
+def test_effect_floor_is_the_reference_halves_own_difference():
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=400)
+    floor = half_split_floor(values, ks_statistic)
+    # The KS statistic's 95th percentile for two samples of 200: 1.358 * sqrt(2 / 200).
+    assert floor == pytest.approx(1.358 * np.sqrt(2 / 200), rel=0.15)
+    assert ks_statistic(values[:150], values[150:] + 0.5) == pytest.approx(
+        stats.ks_2samp(values[:150], values[150:] + 0.5).statistic
+    )
+    # The kernel test's floor: two halves of the reference exceed it in about 5 % of splits.
+    reference = rng.normal(size=(200, 8))
+    _, _, mmd_floor = mmd_test_with_floor(reference, rng.normal(size=(100, 8)), 100)
+    halves = [
+        mmd_test(reference[order[:100]], reference[order[100:]], 1)[0]
+        for order in (rng.permutation(200) for _ in range(200))
+    ]
+    assert 0.01 <= np.mean(np.array(halves) > mmd_floor) <= 0.12
 
 
 def test_mmd_p_value_is_uniform_enough_under_no_drift():
@@ -117,6 +158,7 @@ def test_drift_cli_writes_report_and_counts_corrupt_lines(tmp_path: Path):
     assert summary["drift"] and summary["skipped_lines"] == 3 and summary["current_records"] == 80
     brightness = next(test for test in summary["tests"] if test["name"] == "brightness")
     assert brightness["drift"] and brightness["p_value"] < 1e-6
+    assert 0 < brightness["floor"] < brightness["statistic"]  # the floor is reported beside it
     html = (out / "drift.html").read_text()
     assert "<svg" in html and "DRIFT" in html and "brightness" in html
 
@@ -191,7 +233,9 @@ def test_export_writes_a_reference_profile_of_unseen_photos(exported_model: Path
         sidecar = json.loads((exported_model / f"{name}.json").read_text())
         assert sidecar["embedding_name"] == "embedding" and sidecar["embedding_dim"] == 64
         profile = read_records(exported_model / sidecar["reference_profile"])
-        # The fixture's data: 20 photos per class in train (20 % validation) and in test (half).
-        assert len(profile.records) == 8 + 20 and profile.skipped == 0
+        # The fixture's data: 20 photos per class in test, a half of each in the reference; no
+        # validation photos (Kaggle's train folder is another collection than the traffic's).
+        assert len(profile.records) == 20 and profile.skipped == 0
+        assert sorted(r["label"] for r in profile.records).count(CLASSES[0]) in range(5, 16)
         assert {r["model_version"] for r in profile.records} == {sidecar["version"]}
         assert all(len(r["embedding"]) == 64 and r["width"] for r in profile.records)

@@ -48,7 +48,11 @@ def drift(args: argparse.Namespace) -> int:
         f"report in {out / 'drift.html'}"
     )
     for test in result.tests:
-        print(f"  {test.name:28s} p={test.p_value:.3g}")
+        flag = "  drift" if test.drift else ""
+        print(
+            f"  {test.name:28s} p={test.p_value:.3g} statistic={test.statistic:.3g} "
+            f"floor={test.floor:.3g}{flag}"
+        )
     return 1 if result.drift else 0
 
 

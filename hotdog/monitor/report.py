@@ -52,11 +52,10 @@ def render_html(result: DriftResult, reference_name: str, current_name: str) -> 
     colour = "#c0392b" if result.drift else "#27ae60"
     rows = []
     for test in result.tests:
-        flagged = test.p_value < result.threshold
         rows.append(
             f"<tr><td>{escape(test.name)}</td><td>{escape(test.method)}</td>"
-            f"<td>{test.statistic:.4g}</td><td>{test.p_value:.3g}</td>"
-            f"<td>{'drift' if flagged else ''}</td><td>{_histogram_svg(test)}</td></tr>"
+            f"<td>{test.statistic:.4g}</td><td>{test.floor:.4g}</td><td>{test.p_value:.3g}</td>"
+            f"<td>{'drift' if test.drift else ''}</td><td>{_histogram_svg(test)}</td></tr>"
         )
     notes = "".join(f"<li>{escape(note)}</li>" for note in result.notes)
     return f"""<!doctype html>
@@ -69,11 +68,14 @@ td,th{{padding:4px 8px;border-bottom:1px solid #ddd}}
 from <code>{escape(reference_name)}</code>. Current: {result.current_records} records from
 <code>{escape(current_name)}</code> ({result.skipped_lines} unreadable lines skipped,
 {result.other_versions} records of other model versions left out).</p>
-<p>Verdict: drift when a p-value is below {result.threshold:.3g} (alpha {result.alpha} over
-{len(result.tests)} tests, Bonferroni). Score (smallest adjusted p-value): {result.score:.3g}.</p>
+<p>Verdict: drift when a test's p-value is below {result.threshold:.3g} (alpha {result.alpha}
+over {len(result.tests)} tests, Bonferroni) and its statistic is above its floor (the 95th
+percentile of the statistic between two random halves of the reference: smaller differences are
+within the reference's own noise). Score (smallest adjusted p-value): {result.score:.3g}.</p>
 <p>Histograms: <span style="color:{COLOURS["reference"]}">reference</span> and
 <span style="color:{COLOURS["current"]}">current</span> (shares of each sample); the embedding
 is shown on the reference's first principal direction.</p>
-<table><tr><th>feature</th><th>test</th><th>statistic</th><th>p-value</th><th></th><th></th></tr>
+<table><tr><th>feature</th><th>test</th><th>statistic</th><th>floor</th><th>p-value</th>
+<th></th><th></th></tr>
 {"".join(rows)}</table><ul>{notes}</ul></body></html>
 """
