@@ -26,6 +26,7 @@ from hotdog.data import HotdogDataModule
 from hotdog.models import HotdogClassifier, load_classifier
 from hotdog.report import write_report
 from hotdog.utils.instantiate import quiet_console
+from hotdog.utils.quiet import quiet_third_parties
 from hotdog.utils.run_info import save_run_files
 
 log = logging.getLogger(__name__)
@@ -158,6 +159,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Test ``cfg.ckpt_path`` on ``cfg.data``; the report (empty on DDP ranks other than 0)."""
     if OmegaConf.is_missing(cfg, "ckpt_path"):
         raise HotdogError("No checkpoint given; pass ckpt_path=RUN/checkpoints/best.ckpt.")
+    quiet_third_parties()
     model = load_classifier(cfg.ckpt_path)
     output_dir = Path(cfg.paths.output_dir)
     save_run_files(cfg, output_dir)
