@@ -52,7 +52,12 @@ def _source_files(repo: Path) -> list[str]:
     listing = _run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=repo
     )
-    return [name for name in listing.split("\0") if name and (repo / name).is_file()]
+    # A symbolic link is listed as it is (hotdog/configs points at configs/).
+    return [
+        name
+        for name in listing.split("\0")
+        if name and ((repo / name).is_file() or (repo / name).is_symlink())
+    ]
 
 
 def make_workspace(repo: Path, workspace: Path) -> Path:
@@ -64,7 +69,10 @@ def make_workspace(repo: Path, workspace: Path) -> Path:
     for name in files:
         target = workspace / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(repo / name, target)
+        if (repo / name).is_symlink():
+            target.symlink_to((repo / name).readlink())
+        else:
+            shutil.copy2(repo / name, target)
     dvc = [sys.executable, "-m", "dvc"]
     config = _run([*dvc, "remote", "list"], cwd=workspace)
     for line in config.splitlines():
