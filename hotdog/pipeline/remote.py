@@ -85,10 +85,13 @@ def check_remote(repo_root: Path, name: str | None = None, timeout_s: float = 20
             f"The storage endpoint {host}:{port} of remote {name} does not answer "
             f"({error.strerror or error}); check the network or the remote's endpointurl."
         ) from error
-    import gcsfs
+    # The plain file system, whatever GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT said when gcsfs was first
+    # imported: its experimental subclass probes each bucket's type and waits out retries on a
+    # bucket that does not exist.
+    from gcsfs.core import GCSFileSystem
 
     logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
-    filesystem = gcsfs.GCSFileSystem(
+    filesystem = GCSFileSystem(
         token=_token(settings),
         endpoint_url=settings.get("endpointurl"),
         requests_timeout=timeout_s,
