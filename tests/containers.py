@@ -71,15 +71,39 @@ class DockerEngine:
     def stop(self) -> None:
         try:
             os.kill(self.pid, signal.SIGTERM)
+            for _ in range(150):
+                if _exited(self.pid):
+                    break
+                time.sleep(0.2)
+            else:
+                os.kill(self.pid, signal.SIGKILL)
         except ProcessLookupError:
-            return
-        for _ in range(150):
-            try:
-                os.kill(self.pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.2)
-        os.kill(self.pid, signal.SIGKILL)
+            pass
+        _unmount_below(self.root)
+
+
+def _exited(pid: int) -> bool:
+    """Whether ``pid`` has ended; reaps it if it is this process's child (a zombie still answers
+    a signal)."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0]:
+            return True
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def _unmount_below(root: Path) -> None:
+    """Unmount what dockerd left mounted under its folders (its network namespace), deepest
+    first: a mount point cannot be deleted, and pytest would fail to clean the folder for ever."""
+    prefix = f"{root.resolve()}/"
+    points = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
+    for point in sorted((p for p in points if p.startswith(prefix)), key=len, reverse=True):
+        subprocess.run(["umount", "--lazy", point], check=False, capture_output=True)
 
 
 def start_engine(root: Path, timeout: float = 60) -> DockerEngine:

@@ -52,6 +52,27 @@ def test_evaluate_agrees_with_the_training_run(compose_train, checkpoint: Path, 
     assert report["auroc"] == pytest.approx(at_training["auroc"], abs=1e-6)
 
 
+def _check_evaluation(done, out: Path) -> None:
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert 0 <= summary["accuracy"] <= 1
+    assert json.loads((out / "metrics.json").read_text())["counts"]["images"] == 6
+
+
+def test_evaluate_on_another_data_root(run_main, checkpoint: Path, tmp_path: Path):
+    data = copy_sample(tmp_path / "other", per_class=3, splits=("test",))
+    out = tmp_path / "eval"
+    done = run_main(
+        "hotdog.evaluate",
+        f"ckpt_path={checkpoint}",
+        f"data.root={data}",
+        f"paths.output_dir={out}",
+        f"hydra.run.dir={out}",
+    )
+    _check_evaluation(done, out)
+
+
+@pytest.mark.slow  # the real command in a child process; the test above runs the same code
 def test_evaluate_cli_on_another_data_root(checkpoint: Path, tmp_path: Path):
     data = copy_sample(tmp_path / "other", per_class=3, splits=("test",))
     out = tmp_path / "eval"
@@ -63,10 +84,7 @@ def test_evaluate_cli_on_another_data_root(checkpoint: Path, tmp_path: Path):
         f"paths.output_dir={out}",
         f"hydra.run.dir={out}",
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert 0 <= summary["accuracy"] <= 1
-    assert json.loads((out / "metrics.json").read_text())["counts"]["images"] == 6
+    _check_evaluation(done, out)
 
 
 def test_predict_files_matches_evaluate(compose_train, checkpoint: Path, tmp_path: Path):
@@ -87,15 +105,27 @@ def test_predict_files_matches_evaluate(compose_train, checkpoint: Path, tmp_pat
         assert result["probability"] == max(result["probabilities"].values())
 
 
-def test_predict_cli_text_and_json(run_main, checkpoint: Path, tmp_path: Path):
-    photos = sorted((SAMPLE / "test" / "hot_dog").glob("*.jpg"))[:2]
-    done = run_cli("-m", "hotdog.predict", str(checkpoint), *map(str, photos))  # the real command
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = done.stdout.strip().splitlines()
-    assert len(lines) == 2
+def _check_text_lines(stdout: str, photos: list[Path]) -> None:
+    lines = stdout.strip().splitlines()
+    assert len(lines) == len(photos)
     path, label, probability = lines[0].split("\t")
     assert path == str(photos[0]) and label in {"hot_dog", "not_hot_dog"}
     assert 0.5 <= float(probability) <= 1.0
+
+
+@pytest.mark.slow  # the real command in a child process; the test below runs the same code
+def test_predict_cli_in_a_child_process(checkpoint: Path):
+    photos = sorted((SAMPLE / "test" / "hot_dog").glob("*.jpg"))[:2]
+    done = run_cli("-m", "hotdog.predict", str(checkpoint), *map(str, photos))
+    assert done.returncode == 0, done.stderr[-3000:]
+    _check_text_lines(done.stdout, photos)
+
+
+def test_predict_cli_text_and_json(run_main, checkpoint: Path, tmp_path: Path):
+    photos = sorted((SAMPLE / "test" / "hot_dog").glob("*.jpg"))[:2]
+    done = run_main("hotdog.predict", str(checkpoint), *map(str, photos))
+    assert done.returncode == 0, done.stderr[-3000:]
+    _check_text_lines(done.stdout, photos)
 
     done = run_main("hotdog.predict", str(checkpoint), str(photos[0]), "--json")
     record = json.loads(done.stdout)

@@ -130,10 +130,18 @@ def test_cli_refuses_int8_beyond_the_limit(checkpoint: Path, tmp_path: Path, mon
     assert summary["int8"] is None and set(summary["test_accuracy"]) == {"torch", "fp32", "int8"}
 
 
-def test_cli_missing_checkpoint_is_one_sentence():
-    done = run_cli("-m", "hotdog.export", "missing.ckpt")  # the real command
+def _check_missing_checkpoint(done) -> None:
     assert done.returncode == 2
     assert "does not exist" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_missing_checkpoint_is_one_sentence(run_main):
+    _check_missing_checkpoint(run_main("hotdog.export", "missing.ckpt"))
+
+
+@pytest.mark.slow  # the real command in a child process; the test above runs the same code
+def test_cli_missing_checkpoint_is_one_sentence():
+    _check_missing_checkpoint(run_cli("-m", "hotdog.export", "missing.ckpt"))
 
 
 def test_cli_help_shows_the_defaults(run_main):

@@ -252,6 +252,24 @@ def test_a_timeout_is_a_503_sentence(exported_model: Path):
         assert httpx.get(f"{url}/health").status_code == 200
 
 
+def test_torch_predictor_matches_the_exported_model(trained_run: Path, exported_model: Path):
+    from hotdog.core.images import read_image
+    from hotdog.core.preprocessing import preprocess_array
+    from hotdog.serve.predictors import OnnxPredictor, TorchPredictor
+
+    torch_predictor = TorchPredictor(
+        Settings(backend="torch", model_uri=str(trained_run / "checkpoints" / "best.ckpt"))
+    )
+    onnx_predictor = OnnxPredictor(Settings(model_uri=str(exported_model / "model.onnx")))
+    assert torch_predictor.metadata.inference == onnx_predictor.metadata.inference
+    config = onnx_predictor.metadata.inference.data_config
+    batch = np.stack([preprocess_array(read_image(path), config) for path in HOT_DOGS[:2]])
+    np.testing.assert_allclose(
+        torch_predictor.predict(batch), onnx_predictor.predict(batch), atol=1e-4
+    )
+
+
+@pytest.mark.slow  # a server process that imports PyTorch; the test above checks the predictor
 def test_torch_backend_serves_the_checkpoint(trained_run: Path, exported_model: Path):
     env = {
         "HOTDOG_BACKEND": "torch",

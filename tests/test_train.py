@@ -114,15 +114,33 @@ def test_resume_from_last_checkpoint(compose_train, trained_run: Path):
     assert objects["trainer"].global_step == 3  # 2 epochs restored + 1 more, one batch each
 
 
+ANOTHER_MODEL_AND_OPTIMIZER = (
+    "model=resnet18",
+    "model.pretrained=false",
+    "optimizer=adam",
+    "debug=fdr",
+    "model.image_size=64",
+)
+
+
+def test_trains_another_model_and_optimizer(run_main, tmp_path: Path):
+    done = run_main(
+        "hotdog.train",
+        *ANOTHER_MODEL_AND_OPTIMIZER,
+        f"paths.output_dir={tmp_path}",
+        f"hydra.run.dir={tmp_path}",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    config = (tmp_path / "config.yaml").read_text()
+    assert "resnet18" in config and "Adam" in config
+
+
+@pytest.mark.slow  # the real command in a child process; the test above runs the same code
 def test_cli_trains_another_model_and_optimizer(tmp_path: Path):
     done = run_cli(
         "-m",
         "hotdog.train",
-        "model=resnet18",
-        "model.pretrained=false",
-        "optimizer=adam",
-        "debug=fdr",
-        "model.image_size=64",
+        *ANOTHER_MODEL_AND_OPTIMIZER,
         f"paths.output_dir={tmp_path}",
         f"hydra.run.dir={tmp_path}",
     )
