@@ -4,9 +4,9 @@
         --data ../shared/data/hotdog --ood ../shared/data/hotdog-ood \
         --stock ../shared/data/hotdog-stock
 
-The reference profile is the one exported next to the model (a seeded half of the test split;
+The reference profile is the one exported next to the model (a matched half of the test split;
 ``--reference`` compares another). "No drift" is the other half of the test split, which the
-profile does not contain; drift is the OOD and stock photo sets and the held-out half darkened,
+profile does not contain (its records name their photos); drift is the OOD and stock photo sets and the held-out half darkened,
 blurred or JPEG-degraded. Each trial draws one window of N photos without replacement from a set,
 runs the same ``detect_drift`` as ``python -m hotdog.monitor drift`` and counts a detection when it
 says drift. Windows of different trials overlap: two windows of N from 250 photos share N^2/250
@@ -35,6 +35,7 @@ from hotdog.monitor.drift import ALPHA, detect_drift
 from hotdog.monitor.profile import (
     RecordSet,
     image_statistics,
+    matching_features,
     prediction_record,
     read_records,
     reference_uri,
@@ -117,11 +118,16 @@ def detection_rate(
     return alarms / trials
 
 
-def profile_sets(args: argparse.Namespace) -> dict[str, list[dict]]:
+def profile_sets(args: argparse.Namespace, reference: RecordSet) -> dict[str, list[dict]]:
     profiler = Profiler(args.model)
+    sources = {record.get("source") for record in reference.records}
+    if None in sources:
+        raise SystemExit(
+            "The reference profile does not say which photos it holds (no 'source' field); "
+            "export the model again with `python -m hotdog.export`."
+        )
     test = list_split(args.data, "test", profiler.classes)
-    paths, labels = [s.path for s in test], [s.label for s in test]
-    _, held_out = split_reference_half(paths, labels, args.seed)
+    held_out = [s.path for s in test if s.path.relative_to(args.data).as_posix() not in sources]
     sets = {"no drift (held-out test half)": profiler.records(held_out)}
     for name, shift in SHIFTS.items():
         sets[f"held-out half, {name}"] = profiler.records(held_out, shift)
@@ -144,30 +150,21 @@ def resampled_false_alarms(
     """False alarms when each trial also redraws which half of the test split is in the reference.
 
     With one fixed split, windows of 200 from 250 held-out photos are nearly the same window:
-    the rate measures that one split. Redrawing the split each trial measures the test itself.
-    A reference that also holds other records (an older export's validation photos) lists them
-    first; they stay in every trial's reference.
+    the rate measures that one split. Redrawing the split each trial (the export's matched-pair
+    split with another seed) measures the procedure itself.
     """
-    validation = reference.records[: len(reference.records) - len(held_out)]
-    tests = reference.records[len(validation) :] + held_out
-    labels = [record["label"] for record in tests]  # split per predicted class, like the export
+    tests = reference.records + held_out
+    labels = [record["label"] for record in tests]  # predicted classes stand in for the true ones
     if len(tests) // 2 < window:
         return None
-    rng = np.random.default_rng(seed)
+    features = matching_features(tests)
     alarms = 0
-    for _ in range(trials):
-        own: list[dict] = []
-        pool: list[dict] = []
-        for label in sorted(set(labels)):
-            members = [r for r, own_label in zip(tests, labels, strict=True) if own_label == label]
-            order = rng.permutation(len(members))
-            half = len(members) // 2
-            own += [members[i] for i in order[:half]]
-            pool += [members[i] for i in order[half:]]
-        chosen = rng.choice(len(pool), window, replace=False)
+    for trial in range(trials):
+        own, pool = split_reference_half(tests, labels, seed * 1000 + trial, features)
+        chosen = np.random.default_rng([seed, trial]).choice(len(pool), window, replace=False)
         current = RecordSet([pool[index] for index in chosen], skipped=0, files=1)
         alarms += detect_drift(
-            RecordSet(validation + own, 0, 1), current, alpha=alpha, effect_floor=effect_floor
+            RecordSet(own, 0, 1), current, alpha=alpha, effect_floor=effect_floor
         ).drift
     return alarms / trials
 
@@ -181,7 +178,7 @@ def main() -> None:
     parser.add_argument("--windows", default="50,100,200")
     parser.add_argument("--trials", type=int, default=100, help="no-drift windows per size")
     parser.add_argument("--drift-trials", type=int, default=50, help="windows per drift set")
-    parser.add_argument("--seed", type=int, default=0, help="the export's seed (its test half)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the windows")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--cache", type=Path, help="keep the photos' records here for reruns")
     parser.add_argument(
@@ -204,7 +201,7 @@ def main() -> None:
     if args.cache and args.cache.is_file():
         sets: dict[str, list[dict]] = json.loads(args.cache.read_text())
     else:
-        sets = profile_sets(args)
+        sets = profile_sets(args, reference)
         if args.cache:
             args.cache.write_text(json.dumps(sets))
     print(

@@ -39,6 +39,7 @@ from hotdog.core.preprocessing import DataConfig, preprocess_array
 from hotdog.models import HotdogClassifier, load_classifier
 from hotdog.monitor.profile import (
     image_statistics,
+    matching_features,
     prediction_record,
     reference_uri,
     split_reference_half,
@@ -130,15 +131,18 @@ def _image_facts(path: Path) -> dict[str, Any]:
         return {"width": image.width, "height": image.height, "image_format": image.format}
 
 
-def write_reference_profile(
+def profile_records(
     model_path: Path,
     version: str,
     class_names: Sequence[str],
     data_config: DataConfig,
     files: Sequence[Path],
     images: np.ndarray,
-) -> Path:
-    """Run the exported model on photos it did not fit and write their records next to it."""
+    root: Path,
+) -> list[dict[str, Any]]:
+    """The exported model's prediction records for photos, as the service logs them, each with
+    its ``source`` (the photo's path under the data root) so the profile says which photos it
+    holds."""
     session = _session(model_path)
     records = []
     for start in range(0, len(images), 16):
@@ -147,19 +151,18 @@ def write_reference_profile(
         for offset, (array, row, embedding) in enumerate(
             zip(batch, probabilities, embeddings, strict=True)
         ):
-            records.append(
-                prediction_record(
-                    model_version=version,
-                    class_names=class_names,
-                    probabilities=row,
-                    statistics=image_statistics(array, data_config),
-                    embedding=embedding,
-                    **_image_facts(files[start + offset]),
-                )
+            path = files[start + offset]
+            record = prediction_record(
+                model_version=version,
+                class_names=class_names,
+                probabilities=row,
+                statistics=image_statistics(array, data_config),
+                embedding=embedding,
+                **_image_facts(path),
             )
-    path = Path(reference_uri(str(model_path)))
-    write_records(path, records)
-    return path
+            record["source"] = path.relative_to(root).as_posix()
+            records.append(record)
+    return records
 
 
 def _arrays(paths: Sequence[Path], data_config: DataConfig) -> Iterator[np.ndarray]:
@@ -398,23 +401,30 @@ def export(
         "checkpoint_sha256": checkpoint_sha256,
         "test_images": len(test_files),
     }
-    # The reference profile: photos the model did not fit, from the source the service will
-    # see (a seeded half of the test split). Training photos would look more familiar to the
-    # model than any new photo; the validation split comes from Kaggle's train folder, which
-    # differs from its test folder enough to raise false alarms (docs/monitoring.md).
-    test_half, _ = split_reference_half(list(range(len(test_files))), labels.tolist(), seed)
-    reference_files = [test_files[index] for index in test_half]
-    reference_images = test_images[test_half]
-
     sidecar = _write_sidecar(fp32_path, precision="fp32", accuracy=accuracy["fp32"], **common)
-    profile = (classifier.class_names, data_config, reference_files, reference_images)
-    write_reference_profile(fp32_path, sidecar.version, *profile)
+    # The reference profile: photos the model did not fit, from the source the service will
+    # see (a matched half of the test split, chosen on the float32 model's records). Training
+    # photos would look more familiar to the model than any new photo; the validation split
+    # comes from Kaggle's train folder, which differs from its test folder enough to raise false
+    # alarms (docs/monitoring.md).
+    names = classifier.class_names
+    records = profile_records(
+        fp32_path, sidecar.version, names, data_config, test_files, test_images, root
+    )
+    half, _ = split_reference_half(
+        list(range(len(records))), labels.tolist(), seed, matching_features(records)
+    )
+    write_records(Path(reference_uri(str(fp32_path))), [records[index] for index in half])
     refused = int8_refusal(accuracy, len(test_files), max_int8_drop, fp32_path)
     if refused:
         int8_path.unlink()
     else:
         sidecar = _write_sidecar(int8_path, precision="int8", accuracy=accuracy["int8"], **common)
-        write_reference_profile(int8_path, sidecar.version, *profile)
+        reference_files = [test_files[index] for index in half]
+        int8_records = profile_records(
+            int8_path, sidecar.version, names, data_config, reference_files, test_images[half], root
+        )
+        write_records(Path(reference_uri(str(int8_path))), int8_records)
     return ExportResult(
         fp32_path=fp32_path,
         int8_path=None if refused else int8_path,

@@ -21,6 +21,7 @@ from hotdog.monitor.profile import (
     RecordSet,
     prediction_record,
     read_records,
+    split_reference_half,
     write_records,
 )
 from tests.conftest import SAMPLE, run_cli
@@ -233,6 +234,7 @@ def test_exported_models_output_the_embedding_in_the_same_pass(exported_model: P
 
 
 def test_export_writes_a_reference_profile_of_unseen_photos(exported_model: Path):
+    profiles = []
     for name in ("model.onnx", "model.int8.onnx"):
         sidecar = json.loads((exported_model / f"{name}.json").read_text())
         assert sidecar["embedding_name"] == "embedding" and sidecar["embedding_dim"] == 64
@@ -243,3 +245,25 @@ def test_export_writes_a_reference_profile_of_unseen_photos(exported_model: Path
         assert sorted(r["label"] for r in profile.records).count(CLASSES[0]) in range(5, 16)
         assert {r["model_version"] for r in profile.records} == {sidecar["version"]}
         assert all(len(r["embedding"]) == 64 and r["width"] for r in profile.records)
+        sources = [r["source"] for r in profile.records]
+        assert len(set(sources)) == 20 and all(s.startswith("test/") for s in sources)
+        # A matched half: exactly half of each class's 20 photos (pairs split between the halves).
+        assert sum(s.startswith(f"test/{CLASSES[0]}/") for s in sources) == 10
+        profiles.append(sorted(sources))
+    assert profiles[0] == profiles[1]  # both models' profiles hold the same photos
+
+
+def test_matched_reference_half_covers_each_kind_of_photo():
+    # One class of 31 items: 24 of one kind of photo, 7 of another far away. A matched split
+    # puts 12 and 3 of them in the reference whatever the seed; a random half would not.
+    rng = np.random.default_rng(0)
+    features = np.concatenate([rng.normal(0, 1, (24, 5)), rng.normal(20, 1, (7, 5))])
+    items = list(range(31))
+    halves = set()
+    for seed in range(5):
+        reference, held_out = split_reference_half(items, [0] * 31, seed, features)
+        assert sorted(reference + held_out) == items
+        assert len(reference) == 15 and len(held_out) == 16
+        assert sum(item >= 24 for item in reference) == 3
+        halves.add(tuple(sorted(reference)))
+    assert len(halves) == 5  # the seed decides which photo of each pair is the reference's

@@ -147,6 +147,8 @@ def test_live_gauges_follow_the_window():
         log.record(_pending(seed + 100, shift=1.5))
     log.close()
     assert _value(registry, "hotdog_drift_p_value") < 0.01
+    # The shift is far larger than two halves of the reference differ: the alert's second term.
+    assert _value(registry, "hotdog_drift_mmd") > _value(registry, "hotdog_drift_mmd_floor") > 0
     assert 0.6 < _value(registry, "hotdog_confidence_rolling_mean") < 1.0
 
 

@@ -198,13 +198,14 @@ class LiveDrift:
         if rows and all(isinstance(row, list) for row in rows):
             self.reference = np.asarray(rows, dtype=np.float64)
 
-    def test(self) -> tuple[float, float]:
-        """MMD statistic and permutation p-value of the window against the reference."""
-        from hotdog.monitor.drift import mmd_test
+    def test(self) -> tuple[float, float, float]:
+        """MMD statistic, permutation p-value and effect-size floor of the window against the
+        reference (the same kernel test and floor as the drift report's)."""
+        from hotdog.monitor.drift import mmd_test_with_floor
 
         assert self.reference is not None  # due() says so
         self.last_test = time.monotonic()
-        return mmd_test(self.reference, np.asarray(self.embeddings), permutations=200)
+        return mmd_test_with_floor(self.reference, np.asarray(self.embeddings), permutations=200)
 
 
 class PredictionLog:
@@ -263,6 +264,12 @@ class PredictionLog:
         self.drift_statistic = Gauge(
             "hotdog_drift_mmd",
             "Squared MMD between the last predictions' embeddings and the reference.",
+            registry=registry,
+        )
+        self.drift_floor = Gauge(
+            "hotdog_drift_mmd_floor",
+            "Effect-size floor of hotdog_drift_mmd: the 95th percentile of the squared MMD "
+            "between two random halves of the reference. A drift alert needs the MMD above it.",
             registry=registry,
         )
         self.drift_p_value.set(1.0)
@@ -360,9 +367,10 @@ class PredictionLog:
         self.live.add(max(item.probabilities.values()), item.embedding)
         self.confidence_mean.set(float(np.mean(self.live.confidences)))
         if self.live.due():
-            statistic, p_value = self.live.test()
+            statistic, p_value, floor = self.live.test()
             self.drift_statistic.set(statistic)
             self.drift_p_value.set(p_value)
+            self.drift_floor.set(floor)
 
     def _flush(self, batch: list[Pending]) -> None:
         if not batch or self.sink is None:
