@@ -4,15 +4,16 @@
         --data ../shared/data/hotdog --ood ../shared/data/hotdog-ood \
         --stock ../shared/data/hotdog-stock
 
-The reference profile is the one exported next to the model (a matched half of the test split;
-``--reference`` compares another). "No drift" is the other half of the test split, which the
-profile does not contain (its records name their photos); drift is the OOD and stock photo sets and the held-out half darkened,
-blurred or JPEG-degraded. Each trial draws one window of N photos without replacement from a set,
-runs the same ``detect_drift`` as ``python -m hotdog.monitor drift`` and counts a detection when it
-says drift. Windows of different trials overlap: two windows of N from 250 photos share N^2/250
-photos on average (160 of 200 at N = 200), so a fixed-reference row at large N measures nearly one
-comparison many times, and its 95 % interval (Wilson, which assumes independent windows) is too
-narrow there. The row that redraws the reference's half per window has independent trials.
+The reference profile is the one exported next to the model (a matched half of the test
+split; ``--reference`` compares another). "No drift" is the other half of the test split, which
+the profile does not contain (its records name their photos); drift is the OOD and stock photo
+sets and the held-out half darkened, blurred or JPEG-degraded. Each trial draws one window of N
+photos without replacement from a set, runs the same ``detect_drift`` as ``python -m
+hotdog.monitor drift`` and counts a detection when it says drift. Windows of different trials
+overlap: two windows of N from 250 photos share N^2/250 photos on average (160 of 200 at
+N = 200), so a fixed-reference row at large N measures nearly one comparison many times, and its
+95 % interval (Wilson, which assumes independent windows) is too narrow there. The row that
+redraws the reference's half per window has independent trials.
 Prints a Markdown table and writes it as JSON with ``--out``.
 """
 
