@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -29,6 +30,7 @@ from tests.containers import (
     make_base_images,
     start_engine,
 )
+from tests.test_vertex_runtime import TINY_VERTEX_RUN
 
 pytestmark = pytest.mark.container
 
@@ -166,6 +168,25 @@ def remove(docker: DockerEngine, container: str) -> None:
     docker("rm", "-f", container, check=False)
 
 
+@contextmanager
+def serving(
+    docker: DockerEngine, image: str, port: int, env: dict[str, str]
+) -> Iterator[tuple[str, str, float]]:
+    """The API image running with ``env`` (which sets ``port``): its URL, the container and the
+    seconds it took to be ready; removed afterwards."""
+    container = run_detached(docker, image, env)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        yield url, container, wait_ready(docker, container, url)
+    finally:
+        remove(docker, container)
+
+
+def emulator_env(gcs: str) -> dict[str, str]:
+    """What points the google-cloud clients in the container at the GCS emulator."""
+    return {"STORAGE_EMULATOR_HOST": gcs, "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
+
+
 def photos() -> list[tuple[Path, str]]:
     """The shipped sample's test photos with their labels: what the export measured on."""
     return [
@@ -190,10 +211,8 @@ def test_baked_api_image_answers_photos_on_cloud_runs_port(
     docker: DockerEngine, api_images, tiny_export: Path
 ):
     port = free_port()
-    container = run_detached(docker, api_images["baked"], {"PORT": str(port)})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        cold_start = wait_ready(docker, container, url)
+    baked = serving(docker, api_images["baked"], port, {"PORT": str(port)})
+    with baked as (url, container, cold_start):
         print(f"\ncold start to /ready in the container: {cold_start:.2f} s")
         answers = [
             (httpx.post(f"{url}/predict", files={"file": path.open("rb")}, timeout=10), label)
@@ -213,37 +232,34 @@ def test_baked_api_image_answers_photos_on_cloud_runs_port(
         assert check[0] == "CMD"
         assert docker("exec", container, *check[1:], check=False).returncode == 0
         assert docker("exec", container, "id", "-u").stdout.strip() == "10001"
-    finally:
-        remove(docker, container)
+
+
+def _upload_model(gcs: str, export: Path, prefix: str) -> None:
+    """The int8 model and its sidecar into the emulator's hotdog-models bucket under ``prefix``."""
+    for name in ("model.int8.onnx", "model.int8.onnx.json"):
+        httpx.post(
+            f"{gcs}/upload/storage/v1/b/hotdog-models/o",
+            params={"uploadType": "media", "name": f"{prefix}/{name}"},
+            content=(export / name).read_bytes(),
+        ).raise_for_status()
 
 
 def test_api_image_fetches_its_model_from_gcs_at_start(
     docker: DockerEngine, api_images, tiny_export: Path, tmp_path: Path
 ):
     with start_gcs_emulator(tmp_path / "gcs", "hotdog-models") as gcs:
-        for name in ("model.int8.onnx", "model.int8.onnx.json"):
-            httpx.post(
-                f"{gcs}/upload/storage/v1/b/hotdog-models/o",
-                params={"uploadType": "media", "name": f"v1/{name}"},
-                content=(tiny_export / name).read_bytes(),
-            ).raise_for_status()
+        _upload_model(gcs, tiny_export, "v1")
         port = free_port()
         env = {
             "PORT": str(port),
             "HOTDOG_MODEL_URI": "gs://hotdog-models/v1/model.int8.onnx",
-            "STORAGE_EMULATOR_HOST": gcs,
-            "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+            **emulator_env(gcs),
         }
-        container = run_detached(docker, api_images["plain"], env)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_ready(docker, container, url)
+        with serving(docker, api_images["plain"], port, env) as (url, _, _):
             assert httpx.get(f"{url}/model").json()["model_uri"].startswith("gs://")
             path, label = photos()[0]
             answer = httpx.post(f"{url}/predict", files={"file": path.open("rb")}, timeout=10)
             assert answer.json()["label"] == label
-        finally:
-            remove(docker, container)
 
 
 def test_api_image_on_vertex_ai(docker: DockerEngine, api_images, tiny_export: Path, tmp_path):
@@ -253,25 +269,16 @@ def test_api_image_on_vertex_ai(docker: DockerEngine, api_images, tiny_export: P
         "container_spec"
     ]
     with start_gcs_emulator(tmp_path / "gcs", "hotdog-models") as gcs:
-        for name in ("model.int8.onnx", "model.int8.onnx.json"):
-            httpx.post(
-                f"{gcs}/upload/storage/v1/b/hotdog-models/o",
-                params={"uploadType": "media", "name": f"models/v1/{name}"},
-                content=(tiny_export / name).read_bytes(),
-            ).raise_for_status()
+        _upload_model(gcs, tiny_export, "models/v1")
         port = free_port()
         env = {
             "AIP_HTTP_PORT": str(port),
             "AIP_PREDICT_ROUTE": container_spec["predict_route"],
             "AIP_HEALTH_ROUTE": container_spec["health_route"],
             "AIP_STORAGE_URI": "gs://hotdog-models/models/v1",
-            "STORAGE_EMULATOR_HOST": gcs,
-            "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+            **emulator_env(gcs),
         }
-        container = run_detached(docker, api_images["plain"], env)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_ready(docker, container, url)
+        with serving(docker, api_images["plain"], port, env) as (url, _, _):
             assert httpx.get(url + container_spec["health_route"]).status_code == 200
             chosen = [photos()[0], photos()[-1]]
             body = {
@@ -281,8 +288,6 @@ def test_api_image_on_vertex_ai(docker: DockerEngine, api_images, tiny_export: P
             assert answer.status_code == 200, answer.text
             labels = [prediction["label"] for prediction in answer.json()["predictions"]]
             assert labels == [label for _, label in chosen]
-        finally:
-            remove(docker, container)
 
 
 def test_api_image_without_a_model_stops_with_one_sentence(docker: DockerEngine, api_images):
@@ -399,15 +404,7 @@ def test_training_image_as_two_vertex_replicas(
                     train_image,
                     "trainer=vertex_ddp",
                     "trainer.num_nodes=2",
-                    "logger=csv",
-                    "model=mobilenetv3_small_100",
-                    "model.pretrained=false",
-                    "model.image_size=64",
-                    "model.tta_hflip=false",
-                    "model.freeze_backbone_epochs=0",
-                    "trainer.max_epochs=1",
-                    "trainer.precision=32-true",
-                    "test=false",
+                    *TINY_VERTEX_RUN,
                 ).stdout.strip()
             )
         codes = [docker("wait", c, timeout=600).stdout.strip() for c in containers]

@@ -59,32 +59,23 @@ def _check_evaluation(done, out: Path) -> None:
     assert json.loads((out / "metrics.json").read_text())["counts"]["images"] == 6
 
 
-def test_evaluate_on_another_data_root(run_main, checkpoint: Path, tmp_path: Path):
+def _evaluation_on_another_data_root(checkpoint: Path, tmp_path: Path) -> tuple[list[str], Path]:
+    """``hotdog.evaluate``'s arguments for 6 sample photos in a folder of their own; its output."""
     data = copy_sample(tmp_path / "other", per_class=3, splits=("test",))
     out = tmp_path / "eval"
-    done = run_main(
-        "hotdog.evaluate",
-        f"ckpt_path={checkpoint}",
-        f"data.root={data}",
-        f"paths.output_dir={out}",
-        f"hydra.run.dir={out}",
-    )
-    _check_evaluation(done, out)
+    overrides = [f"ckpt_path={checkpoint}", f"data.root={data}", f"paths.output_dir={out}"]
+    return [*overrides, f"hydra.run.dir={out}"], out
+
+
+def test_evaluate_on_another_data_root(run_main, checkpoint: Path, tmp_path: Path):
+    arguments, out = _evaluation_on_another_data_root(checkpoint, tmp_path)
+    _check_evaluation(run_main("hotdog.evaluate", *arguments), out)
 
 
 @pytest.mark.slow  # the real command in a child process; the test above runs the same code
 def test_evaluate_cli_on_another_data_root(checkpoint: Path, tmp_path: Path):
-    data = copy_sample(tmp_path / "other", per_class=3, splits=("test",))
-    out = tmp_path / "eval"
-    done = run_cli(
-        "-m",
-        "hotdog.evaluate",
-        f"ckpt_path={checkpoint}",
-        f"data.root={data}",
-        f"paths.output_dir={out}",
-        f"hydra.run.dir={out}",
-    )
-    _check_evaluation(done, out)
+    arguments, out = _evaluation_on_another_data_root(checkpoint, tmp_path)
+    _check_evaluation(run_cli("-m", "hotdog.evaluate", *arguments), out)
 
 
 def test_predict_files_matches_evaluate(compose_train, checkpoint: Path, tmp_path: Path):
