@@ -129,7 +129,14 @@ def profile_sets(args: argparse.Namespace, reference: RecordSet) -> dict[str, li
         )
     test = list_split(args.data, "test", profiler.classes)
     held_out = [s.path for s in test if s.path.relative_to(args.data).as_posix() not in sources]
+    if len(held_out) != len(test) - len(sources):
+        raise SystemExit(
+            f"{len(test) - len(held_out)} of the reference profile's {len(sources)} photos are "
+            f"in {args.data}/test; pass the --data the model was exported with."
+        )
     sets = {"no drift (held-out test half)": profiler.records(held_out)}
+    for record, path in zip(sets["no drift (held-out test half)"], held_out, strict=True):
+        record["source"] = path.relative_to(args.data).as_posix()
     for name, shift in SHIFTS.items():
         sets[f"held-out half, {name}"] = profiler.records(held_out, shift)
     for name, root in (("OOD set", args.ood), ("stock set", args.stock)):
@@ -155,7 +162,8 @@ def resampled_false_alarms(
     split with another seed) measures the procedure itself.
     """
     tests = reference.records + held_out
-    labels = [record["label"] for record in tests]  # predicted classes stand in for the true ones
+    names = [record["source"].split("/")[1] for record in tests]  # test/<class>/<photo>
+    labels = [sorted(set(names)).index(name) for name in names]
     if len(tests) // 2 < window:
         return None
     features = matching_features(tests)
@@ -199,12 +207,15 @@ def main() -> None:
         f"reference: {len(reference.records)} records; alpha {args.alpha}; "
         f"effect-size floor {'on' if floor else 'off'}"
     )
-    if args.cache and args.cache.is_file():
-        sets: dict[str, list[dict]] = json.loads(args.cache.read_text())
+    # The cache holds the held-out half of one reference: reused only with that reference.
+    sources = sorted(str(record.get("source")) for record in reference.records)
+    cached = json.loads(args.cache.read_text()) if args.cache and args.cache.is_file() else {}
+    if cached.get("reference_sources") == sources:
+        sets: dict[str, list[dict]] = cached["sets"]
     else:
         sets = profile_sets(args, reference)
         if args.cache:
-            args.cache.write_text(json.dumps(sets))
+            args.cache.write_text(json.dumps({"reference_sources": sources, "sets": sets}))
     print(
         f"profiled {sum(map(len, sets.values()))} photos in {time.perf_counter() - started:.0f} s"
     )
@@ -233,7 +244,7 @@ def main() -> None:
         )
         for size in windows
     }
-    table[name]["photos"] = len(held_out) * 2
+    table[name]["photos"] = len(reference.records) + len(held_out)
     table[name]["trials"] = args.trials
     print(name, table[name], flush=True)
 

@@ -22,7 +22,14 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import ROOT, SAMPLE, copy_sample, free_port, start_gcs_emulator
+from tests.conftest import (
+    ROOT,
+    SAMPLE,
+    TINY_VERTEX_RUN,
+    copy_sample,
+    free_port,
+    start_gcs_emulator,
+)
 from tests.containers import (
     BUILDER_BASE,
     RUNTIME_BASE,
@@ -30,7 +37,6 @@ from tests.containers import (
     make_base_images,
     start_engine,
 )
-from tests.test_vertex_runtime import TINY_VERTEX_RUN
 
 pytestmark = pytest.mark.container
 

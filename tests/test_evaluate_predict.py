@@ -75,7 +75,9 @@ def test_evaluate_on_another_data_root(run_main, checkpoint: Path, tmp_path: Pat
 @pytest.mark.slow  # the real command in a child process; the test above runs the same code
 def test_evaluate_cli_on_another_data_root(checkpoint: Path, tmp_path: Path):
     arguments, out = _evaluation_on_another_data_root(checkpoint, tmp_path)
-    _check_evaluation(run_cli("-m", "hotdog.evaluate", *arguments), out)
+    done = run_cli("-m", "hotdog.evaluate", *arguments)
+    _check_evaluation(done, out)
+    assert "litmodels" not in done.stdout + done.stderr  # the output is the project's own
 
 
 def test_predict_files_matches_evaluate(compose_train, checkpoint: Path, tmp_path: Path):

@@ -23,21 +23,8 @@ from hotdog.cloud.vertex_runtime import (
     save_model_outputs,
 )
 from hotdog.core.errors import HotdogError
-from tests.conftest import ROOT, SAMPLE, free_port
+from tests.conftest import ROOT, SAMPLE, TINY_VERTEX_RUN, free_port
 
-# The smallest run of the training entry point as Vertex starts it (no pretrained weights, one
-# epoch at 64 px); the container tests run the same in the training image.
-TINY_VERTEX_RUN = [
-    "logger=csv",
-    "model=mobilenetv3_small_100",
-    "model.pretrained=false",
-    "model.image_size=64",
-    "model.tta_hflip=false",
-    "model.freeze_backbone_epochs=0",
-    "trainer.max_epochs=1",
-    "trainer.precision=32-true",
-    "test=false",
-]
 TINY = [*TINY_VERTEX_RUN, f"data.root={SAMPLE}"]
 
 

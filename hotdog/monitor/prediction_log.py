@@ -80,6 +80,10 @@ class PredictionLogSettings:
         return cls(**values)
 
 
+# How long the writer lets records gather between two drains of the queue.
+DRAIN_SECONDS = 0.2
+
+
 @dataclass
 class Pending:
     """What a request hands over: small, already-computed values (no pixel arrays)."""
@@ -345,26 +349,45 @@ class PredictionLog:
         batch: list[Pending] = []
         deadline = time.monotonic() + self.settings.flush_seconds
         while True:
-            item: Pending | bool | None
-            try:
-                item = self.queue.get(timeout=max(deadline - time.monotonic(), 0.01))
-            except queue.Empty:
-                item = False  # nothing came: time to look at the flush deadline
-            if item is None:
+            room = self.settings.batch_size - len(batch)  # batches of exactly batch_size
+            items = self._take(room, timeout=max(deadline - time.monotonic(), 0.01))
+            stop = None in items
+            arrived = [item for item in items if item is not None]
+            batch += arrived
+            self._observe(arrived)
+            if stop:
                 self._flush(batch)
                 return
-            if isinstance(item, Pending):
-                batch.append(item)
-                self._observe(item)
             if len(batch) >= self.settings.batch_size or time.monotonic() >= deadline:
                 self._flush(batch)
                 batch = []
                 deadline = time.monotonic() + self.settings.flush_seconds
+            if arrived and len(items) < room:
+                # The queue is drained: let records gather. One wake-up of this thread per
+                # DRAIN_SECONDS, not one per request, keeps it off the GIL while requests are
+                # being served.
+                time.sleep(DRAIN_SECONDS)
 
-    def _observe(self, item: Pending) -> None:
+    def _take(self, most: int, timeout: float) -> list[Pending | None]:
+        """Up to ``most`` queued items, waiting up to ``timeout`` for the first."""
+        try:
+            items = [self.queue.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while len(items) < most:
+            try:
+                items.append(self.queue.get_nowait())
+            except queue.Empty:
+                break
+        return items
+
+    def _observe(self, items: list[Pending]) -> None:
+        if not items:
+            return
         if self.reference_uri is not None:
-            self._load_reference(item.model_version)
-        self.live.add(max(item.probabilities.values()), item.embedding)
+            self._load_reference(items[0].model_version)
+        for item in items:
+            self.live.add(max(item.probabilities.values()), item.embedding)
         self.confidence_mean.set(float(np.mean(self.live.confidences)))
         if self.live.due():
             statistic, p_value, floor = self.live.test()

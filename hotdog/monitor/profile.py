@@ -22,6 +22,8 @@ from hotdog.core.preprocessing import DataConfig
 # The per-image statistics the drift report tests one by one.
 IMAGE_STATISTICS = ("brightness", "contrast", "saturation", "sharpness")
 REFERENCE_SUFFIX = ".reference.jsonl"
+# The image statistics look at every STATISTICS_STRIDE-th pixel of every STATISTICS_STRIDE-th row.
+STATISTICS_STRIDE = 4
 # Floats in a record keep this many decimals: enough for every test, a third of the bytes.
 DECIMALS = 5
 
@@ -36,12 +38,13 @@ def reference_uri(model_uri: str) -> str:
 def image_statistics(array: np.ndarray, data_config: DataConfig) -> dict[str, float]:
     """Brightness, contrast, saturation and sharpness of one preprocessed image (3, H, W).
 
-    Computed on every second pixel of the crop the model saw (normalisation undone): a quarter of
-    a millisecond whatever the upload's size, and the same function makes the reference.
+    Computed on every fourth pixel of each fourth row of the crop the model saw (normalisation
+    undone; 56 x 56 samples of a 224 px crop): ~25 microseconds whatever the upload's size, on the
+    request path, and the same function makes the reference.
     """
     mean = np.asarray(data_config.mean, dtype=np.float32)[:, None, None]
     std = np.asarray(data_config.std, dtype=np.float32)[:, None, None]
-    rgb = np.clip(array[:, ::2, ::2] * std + mean, 0.0, 1.0)
+    rgb = np.clip(array[:, ::STATISTICS_STRIDE, ::STATISTICS_STRIDE] * std + mean, 0.0, 1.0)
     luma = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
     high, low = rgb.max(axis=0), rgb.min(axis=0)
     saturation = (high - low) / np.maximum(high, 1e-6)
@@ -165,7 +168,8 @@ def matching_features(records: Sequence[dict[str, Any]]) -> np.ndarray:
 
 def _nearest_pairs(features: np.ndarray) -> tuple[list[tuple[int, int]], list[int]]:
     """Greedy matching: the closest two unpaired items, again and again; and what is left over."""
-    distances = ((features[:, None, :] - features[None, :, :]) ** 2).sum(-1)
+    squared = (features**2).sum(1)
+    distances = squared[:, None] + squared[None, :] - 2 * features @ features.T
     rows, columns = np.triu_indices(len(features), k=1)
     free = set(range(len(features)))
     pairs = []

@@ -26,8 +26,9 @@ class _DropMessages(logging.Filter):
         return not any(fragment in message for fragment in self.fragments)
 
 
-# An advert for Lightning's hosted logger, and a note on how it counts steps for the schedule.
-_LIGHTNING_NOISE = _DropMessages("litlogger", "to estimate number of stepping batches")
+# Adverts for Lightning's hosted logger and model registry, and a note on how it counts steps for
+# the schedule.
+_LIGHTNING_NOISE = _DropMessages("litlogger", "litmodels", "to estimate number of stepping batches")
 
 
 def quiet_third_parties() -> None:
