@@ -39,7 +39,7 @@ def image_statistics(array: np.ndarray, data_config: DataConfig) -> dict[str, fl
     """Brightness, contrast, saturation and sharpness of one preprocessed image (3, H, W).
 
     Computed on every fourth pixel of each fourth row of the crop the model saw (normalisation
-    undone; 56 x 56 samples of a 224 px crop): ~25 microseconds whatever the upload's size, on the
+    undone; 56 x 56 samples of a 224 px crop): ~50 microseconds whatever the upload's size, on the
     request path, and the same function makes the reference.
     """
     mean = np.asarray(data_config.mean, dtype=np.float32)[:, None, None]
