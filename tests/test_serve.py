@@ -710,3 +710,12 @@ def test_prediction_hooks_see_every_classified_image(exported_model: Path):
     width, height = Image.open(HOT_DOGS[0]).size
     assert (first.image.format, first.image.width, first.image.height) == ("JPEG", width, height)
     assert second.image.format == "PNG"
+
+
+def test_one_inference_thread_more_than_the_cores_hold():
+    from hotdog.serve.state import inference_threads
+
+    assert inference_threads(cores=2, threads_per_inference=1) == 3
+    assert inference_threads(cores=2, threads_per_inference=2) == 2
+    assert inference_threads(cores=16, threads_per_inference=4) == 5
+    assert inference_threads(cores=1, threads_per_inference=4) == 2

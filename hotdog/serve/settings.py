@@ -53,8 +53,8 @@ class Settings(BaseSettings):
     # One process per container: Cloud Run and Vertex scale by containers, and /metrics then
     # describes the whole process. Only 1 is accepted (use threads for more cores).
     workers: int = 1
-    # Cores one inference uses; requests are classified cores / threads at a time. 1 gives the
-    # most requests per second; more lowers the latency of a single request on an idle server.
+    # Cores one inference uses; requests are classified cores / threads + 1 at a time. 1 gives
+    # the most requests per second; more lowers the latency of a single request on an idle server.
     threads: int = 1
     # Largest request body accepted, in bytes (413 above).
     max_payload_bytes: int = 10 * 1024 * 1024
