@@ -134,6 +134,28 @@ def test_retention_deletes_day_folders_older_than_the_setting(tmp_path: Path):
     assert (tmp_path / recent).exists() and (tmp_path / "notes").exists()
 
 
+def test_the_writer_computes_the_statistics_the_reference_would_have(tmp_path: Path):
+    from dataclasses import replace
+
+    from hotdog.core.preprocessing import DataConfig
+    from hotdog.monitor.profile import image_statistics, read_records, thumbnail
+
+    config = DataConfig(input_size=64, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    arrays = np.random.default_rng(0).normal(size=(5, 3, 64, 64)).astype(np.float32)
+    log, _ = _log(PredictionLogSettings(location=str(tmp_path)))
+    for array in arrays:  # what the service hands over: a thumbnail, no statistics yet
+        log.record(
+            replace(_pending(), statistics={}, thumbnail=thumbnail(array), data_config=config)
+        )
+    log.close()
+    records = read_records(tmp_path).records
+    assert len(records) == 5
+    for record, array in zip(records, arrays, strict=True):
+        expected = image_statistics(array, config)  # how the export makes the reference's
+        assert {name: record[name] for name in expected} == pytest.approx(expected, abs=1e-5)
+        assert "thumbnail" not in record
+
+
 def test_live_gauges_follow_the_window():
     reference = [
         {"probabilities": {"hot_dog": 0.9, "not_hot_dog": 0.1}, "embedding": e.tolist()}

@@ -29,7 +29,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from hotdog.core.errors import HotdogError
-from hotdog.monitor.profile import prediction_record
+from hotdog.core.preprocessing import DataConfig
+from hotdog.monitor.profile import prediction_record, thumbnail_statistics
 
 log = logging.getLogger("hotdog.monitor")
 
@@ -39,7 +40,7 @@ class PredictionLogSettings:
     """``HOTDOG_PREDICTION_LOG*`` and ``HOTDOG_DRIFT_*`` environment variables."""
 
     location: str | None = "logs/predictions"  # a folder or gs:// prefix; None: off
-    queue_size: int = 10_000
+    queue_size: int = 2_000  # records; each holds a ~37 KB thumbnail until the writer takes it
     batch_size: int = 1_000  # records per gs:// object at most
     flush_seconds: float = 10.0  # a batch is written at least this often
     retention_days: int = 30
@@ -98,6 +99,11 @@ class Pending:
     latency_ms: float | None
     time: datetime = field(default_factory=lambda: datetime.now(UTC))
     image: bytes | None = None
+    # The pixels the statistics are computed from (hotdog.monitor.profile.thumbnail) and the
+    # preprocessing to undo: the writer fills ``statistics`` from them, for a batch at once, and
+    # lets them go.
+    thumbnail: np.ndarray | None = None
+    data_config: DataConfig | None = None
 
 
 class Sink(Protocol):
@@ -321,7 +327,9 @@ class PredictionLog:
             Pending(
                 model_version=event.model_version,
                 probabilities=event.probabilities,
-                statistics=event.statistics or {},
+                statistics={},
+                thumbnail=event.thumbnail,
+                data_config=event.data_config,
                 embedding=event.embedding,
                 width=image.width if image else None,
                 height=image.height if image else None,
@@ -384,6 +392,7 @@ class PredictionLog:
     def _observe(self, items: list[Pending]) -> None:
         if not items:
             return
+        _fill_statistics(items)
         if self.reference_uri is not None:
             self._load_reference(items[0].model_version)
         for item in items:
@@ -439,6 +448,21 @@ class PredictionLog:
             self.sink.delete_days_before(oldest)
         except Exception as error:  # retention is housekeeping: never stop logging for it
             log.warning("prediction log: retention failed (%s)", error)
+
+
+def _fill_statistics(items: list[Pending]) -> None:
+    """Compute the image statistics of the items that came with a thumbnail, one NumPy pass per
+    model preprocessing and thumbnail size, and drop the thumbnails."""
+    groups: dict[tuple[Any, ...], list[tuple[Pending, np.ndarray]]] = {}
+    for item in items:
+        if item.thumbnail is not None and item.data_config is not None:
+            key = (item.data_config, item.thumbnail.shape)
+            groups.setdefault(key, []).append((item, item.thumbnail))
+    for (data_config, _), members in groups.items():
+        thumbnails = np.stack([pixels for _, pixels in members])
+        rows = thumbnail_statistics(thumbnails, data_config)
+        for (member, _), statistics in zip(members, rows, strict=True):
+            member.statistics, member.thumbnail = statistics, None
 
 
 def open_prediction_log(

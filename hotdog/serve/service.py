@@ -14,7 +14,7 @@ import numpy as np
 
 from hotdog.core.images import UnreadableImageError, decode_upload
 from hotdog.core.preprocessing import preprocess_array
-from hotdog.monitor.profile import image_statistics
+from hotdog.monitor.profile import thumbnail
 from hotdog.serve.predictors import Predictor
 
 # Pillow's names of the formats a photo upload may have (MPO: JPEGs from many phone cameras).
@@ -44,8 +44,9 @@ class Outcome:
     prediction: dict[str, Any] | None = None
     error: UnreadableImageError | None = None
     image: SentImage | None = None
-    # With describe_inputs: the image's statistics and the model's embedding (hotdog.monitor).
-    statistics: dict[str, float] | None = None
+    # With describe_inputs: the pixels the image statistics are computed from, and the model's
+    # embedding (hotdog.monitor).
+    thumbnail: np.ndarray | None = None
     embedding: list[float] | None = None
 
 
@@ -92,10 +93,8 @@ class ClassifierService:
                 continue
             arrays.append(array)
             readable.append(index)
-            statistics = None
-            if self.describe_inputs:
-                statistics = image_statistics(array, self.predictor.metadata.data_config)
-            outcomes.append(Outcome(upload.filename, image=sent, statistics=statistics))
+            pixels = thumbnail(array) if self.describe_inputs else None
+            outcomes.append(Outcome(upload.filename, image=sent, thumbnail=pixels))
         if arrays and self.describe_inputs:
             probabilities, embeddings = self.predictor.predict_with_embedding(np.stack(arrays))
             for position, index in enumerate(readable):

@@ -14,7 +14,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from hotdog.core.errors import HotdogError
+from hotdog.core.preprocessing import DataConfig
 from hotdog.serve.metrics import ServiceMetrics
 from hotdog.serve.middleware import BodyBudget
 from hotdog.serve.predictors import load_predictor
@@ -35,9 +38,10 @@ class PredictionEvent:
     # Decoding, preprocessing and the model for the request the image came in.
     latency_s: float
     image: SentImage
-    # Brightness, contrast, saturation, sharpness and the model's reduced embedding, computed
-    # when there are hooks (see hotdog.monitor.profile).
-    statistics: dict[str, float] | None = None
+    # When there are hooks: the pixels the image statistics are computed from, the model's
+    # preprocessing (to undo it) and its reduced embedding (see hotdog.monitor.profile).
+    thumbnail: np.ndarray | None = None
+    data_config: DataConfig | None = None
     embedding: list[float] | None = None
 
 
@@ -162,7 +166,8 @@ class ServingState:
             probabilities=outcome.prediction["probabilities"],
             latency_s=seconds,
             image=outcome.image,
-            statistics=outcome.statistics,
+            thumbnail=outcome.thumbnail,
+            data_config=service.predictor.metadata.data_config,
             embedding=outcome.embedding,
         )
         for hook in self.prediction_hooks:
