@@ -114,12 +114,24 @@ def detection_rate(
     if len(pool) < window:
         return None
     rng = np.random.default_rng(seed)
-    alarms = 0
-    for _ in range(trials):
-        chosen = rng.choice(len(pool), window, replace=False)
-        current = RecordSet([pool[index] for index in chosen], skipped=0, files=1)
-        alarms += detect_drift(reference, current, alpha=alpha, effect_floor=effect_floor).drift
+    alarms = sum(
+        window_alarm(reference, pool, window, rng, alpha, effect_floor) for _ in range(trials)
+    )
     return alarms / trials
+
+
+def window_alarm(
+    reference: RecordSet,
+    pool: list[dict],
+    window: int,
+    rng: np.random.Generator,
+    alpha: float,
+    effect_floor: bool,
+) -> bool:
+    """Whether the drift report calls one window of ``pool`` (drawn without replacement) drift."""
+    chosen = rng.choice(len(pool), window, replace=False)
+    current = RecordSet([pool[index] for index in chosen], skipped=0, files=1)
+    return detect_drift(reference, current, alpha=alpha, effect_floor=effect_floor).drift
 
 
 def profile_sets(args: argparse.Namespace, reference: RecordSet) -> dict[str, list[dict]]:
@@ -152,9 +164,14 @@ def profile_sets(args: argparse.Namespace, reference: RecordSet) -> dict[str, li
 FRESH_SHARE = 0.4  # of each class of the test split, left out of the split as fresh photos
 
 
+def class_of(record: dict) -> str:
+    """The true class of a test photo's record, from its ``source`` (``test/<class>/<photo>``)."""
+    return record["source"].split("/")[1]
+
+
 def fresh_count(tests: list[dict]) -> int:
     """How many fresh photos each trial of :func:`fresh_false_alarms` draws from ``tests``."""
-    names = [record["source"].split("/")[1] for record in tests]
+    names = [class_of(record) for record in tests]
     return sum(int(names.count(name) * FRESH_SHARE) for name in set(names))
 
 
@@ -178,7 +195,7 @@ def fresh_false_alarms(
     smaller reference than the shipped one. N = 200 needs the whole 500-photo test split.
     """
     tests = reference.records + held_out
-    names = [record["source"].split("/")[1] for record in tests]  # test/<class>/<photo>
+    names = [class_of(record) for record in tests]
     classes = sorted(set(names))
     rng = np.random.default_rng(seed)
     alarms = 0
@@ -193,13 +210,9 @@ def fresh_false_alarms(
             rest += [members[i] for i in order[cut:]]
         if len(fresh) < window:
             return None
-        labels = [classes.index(record["source"].split("/")[1]) for record in rest]
+        labels = [classes.index(class_of(record)) for record in rest]
         own, _ = split_reference_half(rest, labels, trial, matching_features(rest))
-        chosen = rng.choice(len(fresh), window, replace=False)
-        current = RecordSet([fresh[index] for index in chosen], skipped=0, files=1)
-        alarms += detect_drift(
-            RecordSet(own, 0, 1), current, alpha=alpha, effect_floor=effect_floor
-        ).drift
+        alarms += window_alarm(RecordSet(own, 0, 1), fresh, window, rng, alpha, effect_floor)
     return alarms / trials
 
 

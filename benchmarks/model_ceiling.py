@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
+import sys
 import threading
 import time
 from pathlib import Path
@@ -26,12 +26,8 @@ import numpy as np
 from hotdog.serve.predictors import OnnxPredictor
 from hotdog.serve.settings import Settings
 
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serve_load import cpu_model
 
 
 def images_per_second(predictor, batch: np.ndarray, in_flight: int, seconds: float) -> float:

@@ -746,6 +746,17 @@ def print_report(report: dict) -> None:
             print(f"- {name}: " + ", ".join(f"{count} x {kind}" for kind, count in kinds.items()))
 
 
+def cpu_model() -> str:
+    """The CPU's model name (these machines are AMD or Intel: figures compare only on one)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def machine_info() -> dict:
     def version(package: str) -> str | None:
         try:
@@ -753,18 +764,10 @@ def machine_info() -> dict:
         except importlib.metadata.PackageNotFoundError:
             return None
 
-    cpu_model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {
         "cpu_count": os.cpu_count(),
         "usable_cpus": len(os.sched_getaffinity(0)),
-        "cpu_model": cpu_model,
+        "cpu_model": cpu_model(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "platform": platform.platform(),
         "python": platform.python_version(),

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import platform
 import signal
 import socket
 import statistics
@@ -29,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from serve_load import free_port, is_ready, rss_mib  # noqa: E402
+from serve_load import cpu_model, free_port, is_ready, rss_mib  # noqa: E402
 
 HOST = "127.0.0.1"
 PHOTO = sorted((ROOT / "data" / "sample" / "test" / "hot_dog").glob("*.jpg"))[0]
@@ -157,14 +156,7 @@ def main() -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(server.pid, signal.SIGKILL)
 
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
+    cpu = cpu_model()
     latencies = sorted(seconds for seconds, _ in result["uploads"])
     statuses = sorted({status for _, status in result["uploads"]})
     answers: dict[str, int] = {}
