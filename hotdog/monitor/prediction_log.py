@@ -1,9 +1,10 @@
 """The service's prediction log: every prediction as a JSON line, written off the request path.
 
-A request only puts a small dict on a bounded queue (``put_nowait``: never blocks). One background
-thread turns the queue into records, writes them in batches to the sink and keeps the live drift
-gauges. A full queue or a failing sink drops records and counts them in ``/metrics``; the request
-is answered either way. ``close()`` (at shutdown) drains the queue and writes what is left.
+A request only puts a small dict and a thumbnail on a bounded queue (``put_nowait``: never
+blocks). One background thread computes the image statistics, turns the queue into records,
+writes them in batches to the sink and keeps the live drift gauges. A full queue or a failing
+sink drops records and counts them in ``/metrics``; the request is answered either way.
+``close()`` (at shutdown) drains the queue and writes what is left.
 
 Sinks: a local folder (default ``logs/predictions``), one ``YYYY-MM-DD/`` folder per day and one
 file per process; or a ``gs://bucket/prefix``, where objects cannot be appended to, so each batch
@@ -87,7 +88,8 @@ DRAIN_SECONDS = 0.2
 
 @dataclass
 class Pending:
-    """What a request hands over: small, already-computed values (no pixel arrays)."""
+    """What a request hands over: small, already-computed values and a 37 KB thumbnail (never
+    the decoded image)."""
 
     model_version: str
     probabilities: dict[str, float]
