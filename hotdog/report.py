@@ -169,10 +169,15 @@ def write_report(
     _write_curves(output_dir, probabilities, labels)
     with (output_dir / PREDICTIONS_FILE).open("w", newline="") as stream:
         writer = csv.writer(stream)
-        writer.writerow(["file", "actual", "predicted"])
+        writer.writerow(["file", "actual", "predicted", *(f"p_{name}" for name in class_names)])
         for i, path in enumerate(files):
             writer.writerow(
-                [str(path), class_names[int(labels[i])], class_names[int(predictions[i])]]
+                [
+                    str(path),
+                    class_names[int(labels[i])],
+                    class_names[int(predictions[i])],
+                    *(f"{p:.4f}" for p in probabilities[i].tolist()),
+                ]
             )
     with (output_dir / MISCLASSIFIED_FILE).open("w", newline="") as stream:
         writer = csv.writer(stream)

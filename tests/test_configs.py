@@ -74,6 +74,20 @@ def test_group_choice_changes_the_object(compose_train):
     assert cfg.trainer.strategy.startswith("ddp") and cfg.trainer.devices == 2
 
 
+def test_strong_augmentation_experiment_builds_its_transforms(compose_train):
+    from hotdog.data.transforms import DataConfig, train_transform
+
+    cfg = compose_train("experiment=strong_aug", recipe=True)
+    assert cfg.trainer.max_epochs == 8 and cfg.model.freeze_backbone_epochs == 3
+    data = instantiate(cfg.data, data_config=DataConfig(input_size=64).to_dict())
+    steps = {
+        type(step).__name__
+        for step in train_transform(data.data_config, data.augmentation).transforms
+    }
+    assert {"TrivialAugmentWide", "RandomErasing", "RandomResizedCrop"} <= steps
+    assert data.augmentation.scale == (0.25, 1.0)
+
+
 def test_hparams_search_uses_optuna_and_the_optimized_metric(compose_train):
     from hydra import compose, initialize_config_dir
 

@@ -61,6 +61,40 @@ def test_evaluation_is_deterministic_and_training_is_augmented():
     assert not torch.equal(dm.train_set[0][0], dm.train_set[0][0])
 
 
+def test_trivial_augment_and_random_erasing_are_training_options():
+    from hotdog.data.transforms import Augmentation, train_transform
+
+    torch.manual_seed(0)
+    picture = torch.randint(0, 256, (3, 256, 300), dtype=torch.uint8)
+    erased = train_transform(LITE0, Augmentation(random_erasing=1.0, color_jitter=0))(picture)
+    assert erased.shape == (3, 224, 224)
+    assert (erased == 0).all(dim=0).sum() > 224 * 224 * 0.015  # a rectangle set to the mean
+    plain = train_transform(LITE0, Augmentation(color_jitter=0))(picture)
+    assert (plain == 0).all(dim=0).sum() < 50
+    trivial = train_transform(LITE0, Augmentation(trivial_augment=True, hflip=False))
+    assert any("TrivialAugmentWide" in type(step).__name__ for step in trivial.transforms)
+    torch.manual_seed(0)
+    outputs = [trivial(picture) for _ in range(4)]
+    assert all(o.shape == (3, 224, 224) and torch.isfinite(o).all() for o in outputs)
+
+
+def test_low_resolution_blurs_a_crop_as_a_small_photo_would_be():
+    from hotdog.data.transforms import RandomLowResolution
+
+    stripes = torch.zeros(3, 96, 96, dtype=torch.uint8)
+    stripes[:, :, ::2] = 255  # the finest detail a picture can hold
+
+    def detail(picture: torch.Tensor) -> float:
+        return (picture[:, :, 1:].float() - picture[:, :, :-1].float()).abs().mean().item()
+
+    torch.manual_seed(0)
+    for _ in range(5):  # a new shrink factor (35-80 %) each time
+        blurred = RandomLowResolution(p=1.0)(stripes)
+        assert blurred.shape == stripes.shape and blurred.dtype == torch.uint8
+        assert detail(blurred) < 0.2 * detail(stripes)
+    assert torch.equal(RandomLowResolution(p=0.0)(stripes), stripes)
+
+
 def test_eval_transform_keeps_aspect_ratio():
     # A 2:1 picture with a centred circle-free pattern: a square in the middle must stay square.
     from PIL import Image, ImageDraw

@@ -38,6 +38,13 @@ def test_evaluate_writes_the_full_report(compose_train, checkpoint: Path, tmp_pa
         rows = list(csv.DictReader(stream))
     assert len(rows) == metrics["counts"]["misclassified"]
     assert all(row["true"] != row["predicted"] and Path(row["file"]).is_file() for row in rows)
+    with (out / "predictions.csv").open() as stream:
+        every = list(csv.DictReader(stream))
+    assert len(every) == 40
+    for row in every:  # each photo's probabilities, summing to 1, the larger one predicted
+        p_hot_dog, p_other = float(row["p_hot_dog"]), float(row["p_not_hot_dog"])
+        assert p_hot_dog + p_other == pytest.approx(1, abs=2e-4)
+        assert row["predicted"] == ("hot_dog" if p_hot_dog > p_other else "not_hot_dog")
     with Image.open(out / "confusion_matrix.png") as picture:
         assert picture.size[0] > 300
 

@@ -155,6 +155,53 @@ def test_optimizer_has_a_slower_backbone_group():
     assert lrs == {"head": 1e-3, "backbone": pytest.approx(1e-4)}
 
 
+def test_mixup_and_cutmix_train_on_mixed_images_and_soft_targets(monkeypatch):
+    torch.manual_seed(0)
+    model = _classifier(mixup_alpha=0.4, cutmix_alpha=1.0).train()
+    images, labels = torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 0, 1])
+    seen = {}
+
+    def forward(batch):
+        seen["images"] = batch
+        return torch.zeros(len(batch), 2, requires_grad=True)
+
+    monkeypatch.setattr(model, "forward", forward)
+    monkeypatch.setattr(model, "log", lambda *a, **k: None)
+    monkeypatch.setattr(model, "log_dict", lambda *a, **k: None)
+    loss = model.training_step((images, labels, torch.arange(4)), 0)
+    assert not torch.equal(seen["images"], images)  # pairs were blended or patched
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(torch.log(torch.tensor(2.0)))
+    _, targets = model.mixing(images, labels)
+    assert targets.shape == (4, 2) and torch.allclose(targets.sum(-1), torch.ones(4))
+    assert ((targets > 0) & (targets < 1)).any()  # soft targets, not one-hot
+    assert _classifier().mixing is None  # off by default
+
+
+def test_l2sp_pulls_the_backbone_towards_its_pretrained_weights(monkeypatch):
+    batch = (torch.randn(2, 3, 64, 64), torch.tensor([0, 1]), torch.arange(2))
+    losses = {}
+    for strength in (0.0, 1.0):
+        torch.manual_seed(0)
+        model = _classifier(l2sp=strength, drop_rate=0.0).train()
+        model.setup("fit")  # takes the starting point, as Lightning does before fitting
+        monkeypatch.setattr(model, "log", lambda *a, **k: None)
+        monkeypatch.setattr(model, "log_dict", lambda *a, **k: None)
+        at_start = model.training_step(batch, 0).item()
+        with torch.no_grad():
+            model.backbone_parameters()[0].add_(0.1)  # the backbone moves away
+        losses[strength] = (at_start, model.training_step(batch, 0).item())
+    # At the pretrained weights the penalty is zero; once they move it adds strength/2 x |d|^2.
+    assert losses[1.0][0] == pytest.approx(losses[0.0][0], abs=1e-6)
+    first = _classifier().backbone_parameters()[0]
+    assert losses[1.0][1] - losses[0.0][1] == pytest.approx(0.5 * 0.01 * first.numel(), rel=1e-3)
+    model = _classifier(l2sp=1.0, optimizer=functools.partial(torch.optim.AdamW, lr=1e-3))
+    model.setup("fit")
+    assert "_start_point" not in "".join(model.state_dict())  # never saved in checkpoints
+    model.scheduler_factory = None
+    decay = {g["name"]: g["weight_decay"] for g in model.configure_optimizers().param_groups}
+    assert decay["backbone"] == 0.0 and decay["head"] > 0  # no pull towards zero as well
+
+
 def test_schedules_warm_up_then_decay():
     for factory, peak_step in [(warmup_cosine, 10), (one_cycle, 30)]:
         optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)

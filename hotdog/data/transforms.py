@@ -30,6 +30,30 @@ class Augmentation:
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     hflip: bool = True
     color_jitter: float = 0.2
+    # TrivialAugment: one random photometric or geometric operation of random strength per image.
+    trivial_augment: bool = False
+    # Probability of erasing a random rectangle (set to the mean colour) after normalisation.
+    random_erasing: float = 0.0
+    # Probability of shrinking a crop to 35-80 % of its side and enlarging it back: the blur of
+    # a small photo (a phone thumbnail, a stock picture 224 px wide) that evaluation upsamples.
+    low_resolution: float = 0.0
+
+
+class RandomLowResolution(nn.Module):
+    """With probability ``p``, resample a uint8 CHW picture down by a random factor and back."""
+
+    def __init__(self, p: float, scale: tuple[float, float] = (0.35, 0.8)) -> None:
+        super().__init__()
+        self.p, self.scale = p, scale
+
+    def forward(self, picture: torch.Tensor) -> torch.Tensor:
+        if torch.rand(()) >= self.p:
+            return picture
+        height, width = picture.shape[-2:]
+        factor = float(torch.empty(()).uniform_(*self.scale))
+        small = [max(8, round(height * factor)), max(8, round(width * factor))]
+        shrunk = F.resize(picture, small, interpolation=InterpolationMode.BILINEAR, antialias=True)
+        return F.resize(shrunk, [height, width], interpolation=InterpolationMode.BILINEAR)
 
 
 def resize_short_side(image: Image.Image, data_config: DataConfig) -> torch.Tensor:
@@ -61,6 +85,10 @@ def train_transform(data_config: DataConfig, augmentation: Augmentation) -> nn.M
     ]
     if augmentation.hflip:
         steps.append(T.RandomHorizontalFlip())
+    if augmentation.trivial_augment:
+        steps.append(T.TrivialAugmentWide(interpolation=InterpolationMode.BILINEAR))
+    if augmentation.low_resolution:
+        steps.append(RandomLowResolution(augmentation.low_resolution))
     if augmentation.color_jitter:
         strength = augmentation.color_jitter
         steps.append(T.ColorJitter(brightness=strength, contrast=strength, saturation=strength))
@@ -68,6 +96,8 @@ def train_transform(data_config: DataConfig, augmentation: Augmentation) -> nn.M
         T.ToDtype(torch.float32, scale=True),
         T.Normalize(mean=list(data_config.mean), std=list(data_config.std)),
     ]
+    if augmentation.random_erasing:
+        steps.append(T.RandomErasing(p=augmentation.random_erasing, value=0.0))
     return T.Compose(steps)
 
 

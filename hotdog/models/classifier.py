@@ -62,6 +62,9 @@ class HotdogClassifier(L.LightningModule):
         freeze_batchnorm: bool = True,
         tta_hflip: bool = False,
         channels_last: bool = True,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        l2sp: float = 0.0,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., Any] | None = None,
     ) -> None:
@@ -78,6 +81,8 @@ class HotdogClassifier(L.LightningModule):
         self.channels_last = channels_last
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        self.mixing = _batch_mixing(len(class_names), mixup_alpha, cutmix_alpha)
+        self.l2sp = l2sp
 
         self.net = create_backbone(
             backbone,
@@ -92,6 +97,10 @@ class HotdogClassifier(L.LightningModule):
             nn.init.zeros_(head.bias)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
+        # L2-SP: the backbone is pulled towards its pretrained weights (not towards zero). The
+        # starting point is taken in setup("fit"), before a resumed run restores its checkpoint,
+        # and kept in memory only, never in checkpoints.
+        self._start_point: list[torch.Tensor] = []
 
         overrides = {"input_size": (3, image_size, image_size)} if image_size else {}
         self.data_config = DataConfig.from_timm(
@@ -167,14 +176,31 @@ class HotdogClassifier(L.LightningModule):
         return loss, logits, labels
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        loss, logits, labels = self._step(batch)
+        if self.mixing is None:
+            loss, logits, labels = self._step(batch)
+        else:  # mixed images, soft targets; accuracy against each image's larger share
+            images, targets = self.mixing(batch[0], batch[1])
+            logits = self(images)
+            loss = F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
+            labels = targets.argmax(-1)
+        if self._start_point and not self.backbone_frozen:
+            drift = sum(
+                (p - p0).pow(2).sum()
+                for p, p0 in zip(self.backbone_parameters(), self._start_point, strict=True)
+            )
+            loss = loss + self.l2sp / 2 * drift
         self.train_loss(loss)
         self.train_metrics.update(logits, labels)  # computed once per epoch, when logged
         self.log("train/loss", self.train_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.l2sp and not self._start_point:
+            self._start_point = [p.detach().clone() for p in self.backbone_parameters()]
+
     def on_train_start(self) -> None:
+        self._start_point = [p0.to(self.device) for p0 in self._start_point]
         if self.trainer.ckpt_path is None:  # a resumed run keeps its best so far
             self.val_acc_best.reset()
 
@@ -231,6 +257,8 @@ class HotdogClassifier(L.LightningModule):
                 "params": self.backbone_parameters(),
                 "lr": base_lr * self.backbone_lr_scale,
                 "name": "backbone",
+                # With L2-SP the backbone decays towards its pretrained weights, not towards zero.
+                **({"weight_decay": 0.0} if self.l2sp else {}),
             },
         ]
         optimizer = factory(params=groups)
@@ -262,6 +290,22 @@ class HotdogClassifier(L.LightningModule):
         if CHECKPOINT_KEY in checkpoint:
             info = InferenceInfo.from_dict(checkpoint[CHECKPOINT_KEY])
             self.data_config = info.data_config
+
+
+def _batch_mixing(
+    num_classes: int, mixup_alpha: float, cutmix_alpha: float
+) -> Callable[..., tuple[torch.Tensor, torch.Tensor]] | None:
+    """MixUp and/or CutMix of a training batch (one of them, at random, per batch), or None."""
+    from torchvision.transforms import v2
+
+    choices: list[nn.Module] = []
+    if mixup_alpha > 0:
+        choices.append(v2.MixUp(alpha=mixup_alpha, num_classes=num_classes))
+    if cutmix_alpha > 0:
+        choices.append(v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes))
+    if not choices:
+        return None
+    return choices[0] if len(choices) == 1 else v2.RandomChoice(choices)
 
 
 def load_classifier(path: str | Path, map_location: str = "cpu") -> HotdogClassifier:
