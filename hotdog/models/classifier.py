@@ -56,7 +56,7 @@ class HotdogClassifier(L.LightningModule):
         train_image_size: int | None = None,
         drop_rate: float = 0.2,
         head_init: str = "zero",
-        label_smoothing: float = 0.1,
+        label_smoothing: float = 0.0,
         backbone_lr_scale: float = 0.1,
         freeze_backbone_epochs: int = 0,
         freeze_batchnorm: bool = True,
