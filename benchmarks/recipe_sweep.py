@@ -124,6 +124,8 @@ def run_job(args: argparse.Namespace, variant: str, seed: int) -> dict[str, Any]
     from hydra import compose, initialize_config_dir
 
     from hotdog.callbacks import ThroughputMonitor
+    from hotdog.evaluate import SUMMARY_FILE
+    from hotdog.report import PREDICTIONS_FILE
     from hotdog.train import train
 
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
@@ -133,7 +135,8 @@ def run_job(args: argparse.Namespace, variant: str, seed: int) -> dict[str, Any]
     seconds = time.perf_counter() - start
     monitors = [c for c in objects["callbacks"] if isinstance(c, ThroughputMonitor)]
     output = Path(cfg.paths.output_dir)
-    summary = {row["set"]: row for row in json.loads((output / "eval_summary.json").read_text())}
+    summary_file = output / f"{SUMMARY_FILE}.json"
+    summary = {row["set"]: row for row in json.loads(summary_file.read_text())}
     record: dict[str, Any] = {
         "variant": variant,
         "seed": seed,
@@ -150,7 +153,7 @@ def run_job(args: argparse.Namespace, variant: str, seed: int) -> dict[str, Any]
     }
     for name in SETS:
         folder = output if name == "test" else output / "extra" / name
-        files, labels, probabilities = _probabilities(folder / "predictions.csv")
+        files, labels, probabilities = _probabilities(folder / PREDICTIONS_FILE)
         record["files"][name], record["labels"][name] = files, labels
         record["p_hot_dog"][name] = probabilities
     for checkpoint in (output / "checkpoints").glob("*.ckpt"):
@@ -216,7 +219,7 @@ def sweep(args: argparse.Namespace) -> None:
     if results.is_file():  # a second call with the same settings goes on where the first stopped
         done = {
             (r["variant"], r["seed"])
-            for r in map(json.loads, results.read_text().splitlines())
+            for r in map(json.loads, _read_lines(results))
             if "error" not in r
             and r.get("common_overrides", []) == args.overrides
             and r.get("gpu", False) == args.gpu
@@ -310,10 +313,10 @@ def _ensembles(by_variant: dict[str, list[dict[str, Any]]]) -> list[str]:
 
 def summarise(path: Path) -> str:
     records = [json.loads(line) for line in _read_lines(path)]
-    records_ok = [r for r in records if "error" not in r]
-    succeeded = {(r["variant"], r["seed"]) for r in records_ok}
-    failed = [r for r in records if "error" in r and (r["variant"], r["seed"]) not in succeeded]
-    records = records_ok
+    failed = [r for r in records if "error" in r]
+    records = [r for r in records if "error" not in r]
+    succeeded = {(r["variant"], r["seed"]) for r in records}
+    failed = [r for r in failed if (r["variant"], r["seed"]) not in succeeded]  # not retried
     if not records:
         return "No finished runs.\n" + "\n".join(
             f"failed: {r['variant']} seed {r['seed']}: {r['error']}" for r in failed

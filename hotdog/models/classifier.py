@@ -100,7 +100,7 @@ class HotdogClassifier(L.LightningModule):
         # L2-SP: the backbone is pulled towards its pretrained weights (not towards zero). The
         # starting point is taken in setup("fit"), before a resumed run restores its checkpoint,
         # and kept in memory only, never in checkpoints.
-        self._start_point: list[torch.Tensor] = []
+        self._start_point: list[tuple[nn.Parameter, torch.Tensor]] = []  # (parameter, start)
 
         overrides = {"input_size": (3, image_size, image_size)} if image_size else {}
         self.data_config = DataConfig.from_timm(
@@ -176,18 +176,13 @@ class HotdogClassifier(L.LightningModule):
         return loss, logits, labels
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        if self.mixing is None:
-            loss, logits, labels = self._step(batch)
-        else:  # mixed images, soft targets; accuracy against each image's larger share
-            images, targets = self.mixing(batch[0], batch[1])
-            logits = self(images)
-            loss = F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
-            labels = targets.argmax(-1)
+        if self.mixing is not None:  # mixed images and soft targets
+            batch = self.mixing(batch[0], batch[1])
+        loss, logits, targets = self._step(batch)
+        # Accuracy against each image's label, or its larger share when mixed.
+        labels = targets.argmax(-1) if targets.ndim == 2 else targets
         if self._start_point and not self.backbone_frozen:
-            drift = sum(
-                (p - p0).pow(2).sum()
-                for p, p0 in zip(self.backbone_parameters(), self._start_point, strict=True)
-            )
+            drift = sum((p - p0).pow(2).sum() for p, p0 in self._start_point)
             loss = loss + self.l2sp / 2 * drift
         self.train_loss(loss)
         self.train_metrics.update(logits, labels)  # computed once per epoch, when logged
@@ -197,10 +192,10 @@ class HotdogClassifier(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.l2sp and not self._start_point:
-            self._start_point = [p.detach().clone() for p in self.backbone_parameters()]
+            self._start_point = [(p, p.detach().clone()) for p in self.backbone_parameters()]
 
     def on_train_start(self) -> None:
-        self._start_point = [p0.to(self.device) for p0 in self._start_point]
+        self._start_point = [(p, p0.to(self.device)) for p, p0 in self._start_point]
         if self.trainer.ckpt_path is None:  # a resumed run keeps its best so far
             self.val_acc_best.reset()
 
