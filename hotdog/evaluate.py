@@ -53,7 +53,9 @@ def test_and_report(
         str(path) for path, _ in datamodule.skipped if path.is_relative_to(datamodule.root / "test")
     ]
     extra = {"data_root": str(datamodule.root), "skipped_files": skipped} | (extra or {})
-    return write_report(output_dir, probabilities, labels, files, model.class_names, extra)
+    return write_report(
+        output_dir, probabilities, labels, files, model.class_names, extra, model.unsure_below
+    )
 
 
 SUMMARY_FILE = "eval_summary"
@@ -92,6 +94,7 @@ def test_and_report_all(
             data.files["test"],
             model.class_names,
             {"data_root": str(root), "checkpoint": (extra or {}).get("checkpoint")},
+            model.unsure_below,
         )
         for logger in trainer.loggers:
             logger.log_metrics({f"{name}/acc": reports[name]["accuracy"]})
@@ -119,7 +122,8 @@ def predict_probabilities(
 
 
 def summary_rows(reports: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per evaluated set: accuracy, each class's recall with counts, ECE, AUROC."""
+    """One row per evaluated set: accuracy, each class's recall with counts, ECE, AUROC, and the
+    unsure answers with the wrong answers still given with confidence."""
     rows = []
     for name, report in reports.items():
         row: dict[str, Any] = {
@@ -132,6 +136,8 @@ def summary_rows(reports: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             row[f"recall_{cls}"] = round(figures["recall"], 4)
             row[f"correct_{cls}"] = f"{figures['correct']}/{figures['support']}"
         row |= {"ece": round(report["ece"], 4), "auroc": round(report["auroc"], 4)}
+        unsure = report["unsure"]
+        row |= {"unsure": unsure["unsure"], "wrong_when_sure": unsure["wrong_when_sure"]}
         rows.append(row)
     return rows
 

@@ -1,7 +1,9 @@
 """Classify images with a trained checkpoint: ``python -m hotdog.predict CKPT PATH... [--json]``.
 
-PATH may be image files or folders (searched recursively for images). Files that cannot be read
-are reported and skipped; the exit status is then 1.
+PATH may be image files or folders (searched recursively for images). Each line gives the file,
+the label and its probability, and ``unsure`` when the model is too unsure to say (the label is
+still its best guess). Files that cannot be read are reported and skipped; the exit status is
+then 1.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 import torch
 
+from hotdog.core.answers import answer
 from hotdog.core.errors import HotdogError, exit_on_user_error
 from hotdog.core.images import UnreadableImageError, read_image
 from hotdog.data import preprocess
@@ -50,7 +53,8 @@ def _batches(items: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:
 def predict_files(
     model: HotdogClassifier, files: Sequence[Path], batch_size: int = 32
 ) -> list[dict[str, Any]]:
-    """One result per file: label and class probabilities, or the reason it was skipped."""
+    """One result per file: label, class probabilities and whether the model is unsure
+    (:func:`hotdog.core.answers.answer`), or the reason it was skipped."""
     results: list[dict[str, Any]] = []
     config = model.data_config
     for batch in _batches(files, batch_size):
@@ -67,15 +71,7 @@ def predict_files(
             continue
         probabilities = model.predict_proba(torch.stack(tensors))
         for path, row in zip(readable, probabilities.tolist(), strict=True):
-            best = max(range(len(row)), key=row.__getitem__)
-            results.append(
-                {
-                    "file": str(path),
-                    "label": model.class_names[best],
-                    "probability": row[best],
-                    "probabilities": dict(zip(model.class_names, row, strict=True)),
-                }
-            )
+            results.append({"file": str(path)} | answer(row, model.class_names, model.unsure_below))
     order = {str(path): i for i, path in enumerate(files)}
     return sorted(results, key=lambda result: order[result["file"]])
 
@@ -109,7 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif "error" in result:
             print(f"{result['file']}\terror: {result['error']}")
         else:
-            print(f"{result['file']}\t{result['label']}\t{result['probability']:.3f}")
+            unsure = "\tunsure" if result["unsure"] else ""
+            print(f"{result['file']}\t{result['label']}\t{result['probability']:.3f}{unsure}")
         failed += "error" in result
     if failed:
         print(f"{failed} of {len(results)} file(s) could not be read.", file=sys.stderr)

@@ -72,10 +72,33 @@ def accuracy_per_category(
     return dict(sorted(table.items()))
 
 
-def build_report(
-    probabilities: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str]
+def unsure_figures(
+    probabilities: torch.Tensor, labels: torch.Tensor, unsure_below: float
 ) -> dict[str, Any]:
-    """Accuracy, macro F1, AUROC, calibration error, per-class precision/recall and counts."""
+    """What users see with "unsure" answers (hotdog.core.answers): how many answers are unsure,
+    and how many wrong answers are still given with confidence."""
+    confidence, predictions = probabilities.max(dim=-1)
+    sure = confidence >= unsure_below
+    wrong = predictions != labels
+    answered = int(sure.sum())
+    return {
+        "unsure_below": unsure_below,
+        "unsure": int((~sure).sum()),
+        "unsure_share": float((~sure).float().mean()) if len(labels) else 0.0,
+        "wrong": int(wrong.sum()),
+        "wrong_when_sure": int((wrong & sure).sum()),
+        "accuracy_when_sure": float((~wrong[sure]).float().mean()) if answered else None,
+    }
+
+
+def build_report(
+    probabilities: torch.Tensor,
+    labels: torch.Tensor,
+    class_names: Sequence[str],
+    unsure_below: float = 0.0,
+) -> dict[str, Any]:
+    """Accuracy, macro F1, AUROC, calibration error, per-class precision/recall, counts, and the
+    "unsure" answers at the model's threshold."""
     n = len(class_names)
     predictions = probabilities.argmax(dim=-1)
     precision = multiclass_precision(predictions, labels, num_classes=n, average=None)
@@ -102,6 +125,7 @@ def build_report(
         },
         "confusion_matrix": {"rows_true_cols_predicted": confusion.tolist()},
         "class_names": list(class_names),
+        "unsure": unsure_figures(probabilities, labels, unsure_below),
     }
 
 
@@ -150,11 +174,12 @@ def write_report(
     files: Sequence[Path],
     class_names: Sequence[str],
     extra: dict[str, Any] | None = None,
+    unsure_below: float = 0.0,
 ) -> dict[str, Any]:
     """Write metrics.json, the confusion matrix PNG, per-image predictions, misclassified files
     and ROC / precision-recall curves; return the report."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    report = build_report(probabilities, labels, class_names)
+    report = build_report(probabilities, labels, class_names, unsure_below)
     per_category = accuracy_per_category(files, probabilities.argmax(dim=-1), labels)
     if per_category is not None:
         report["per_category"] = per_category

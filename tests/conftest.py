@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import os
 import shutil
@@ -173,11 +174,15 @@ def run_main(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One real run of the tiny config on the shipped sample: a frozen epoch, then a full one."""
+    """One real run of the tiny config on the shipped sample: a frozen epoch, then a full one.
+    Two of its eight validation photos set the "unsure" threshold (the default share, 5 %, is
+    less than one photo of eight)."""
     from hotdog.train import train
 
     output = tmp_path_factory.mktemp("trained")
-    overrides = tiny("trainer.max_epochs=2", "model.freeze_backbone_epochs=1")
+    overrides = tiny(
+        "trainer.max_epochs=2", "model.freeze_backbone_epochs=1", "model.unsure_share=0.25"
+    )
     train(compose_config(f"paths.output_dir={output}", "logger=csv", *overrides))
     return output
 
@@ -195,6 +200,16 @@ def exported_model(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) 
     )
     assert result.int8_path is not None, result.refused_int8
     return out
+
+
+def copy_export_always_unsure(exported_model: Path, folder: Path) -> Path:
+    """The int8 model of ``exported_model`` copied into ``folder`` with a sidecar that asks for
+    certainty (``unsure_below`` 1.0): every answer is unsure. Returns the model's path."""
+    model = folder / "model.int8.onnx"
+    model.write_bytes((exported_model / model.name).read_bytes())
+    sidecar = json.loads((exported_model / f"{model.name}.json").read_text())
+    Path(f"{model}.json").write_text(json.dumps(sidecar | {"unsure_below": 1.0}))
+    return model
 
 
 def free_port() -> int:

@@ -108,8 +108,9 @@ def test_predict_files_matches_evaluate(compose_train, checkpoint: Path, tmp_pat
 def _check_text_lines(stdout: str, photos: list[Path]) -> None:
     lines = stdout.strip().splitlines()
     assert len(lines) == len(photos)
-    path, label, probability = lines[0].split("\t")
+    path, label, probability, *unsure = lines[0].split("\t")
     assert path == str(photos[0]) and label in {"hot_dog", "not_hot_dog"}
+    assert unsure in ([], ["unsure"])
     assert 0.5 <= float(probability) <= 1.0
 
 
@@ -129,7 +130,7 @@ def test_predict_cli_text_and_json(run_main, checkpoint: Path, tmp_path: Path):
 
     done = run_main("hotdog.predict", str(checkpoint), str(photos[0]), "--json")
     record = json.loads(done.stdout)
-    assert set(record) == {"file", "label", "probability", "probabilities"}
+    assert set(record) == {"file", "label", "probability", "probabilities", "unsure"}
 
 
 def test_predict_cli_reports_bad_files_and_goes_on(run_main, checkpoint: Path, tmp_path: Path):

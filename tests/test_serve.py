@@ -21,7 +21,14 @@ from PIL import Image
 
 from hotdog.core.artifact import ArtifactError, ModelMetadata
 from hotdog.serve.settings import Settings, SettingsError
-from tests.conftest import SAMPLE, SERVER_PIDS, free_port, run_cli, running_server
+from tests.conftest import (
+    SAMPLE,
+    SERVER_PIDS,
+    copy_export_always_unsure,
+    free_port,
+    run_cli,
+    running_server,
+)
 
 HOT_DOGS = sorted((SAMPLE / "test" / "hot_dog").glob("*.jpg"))
 NOT_HOT_DOGS = sorted((SAMPLE / "test" / "not_hot_dog").glob("*.jpg"))
@@ -49,12 +56,20 @@ def test_predict_answers_label_probabilities_version_and_time(live_server: str):
     )
     assert answer.status_code == 200, answer.text
     body = answer.json()
-    assert set(body) == {"label", "probability", "probabilities", "model_version", "inference_ms"}
+    assert set(body) == {
+        "label",
+        "probability",
+        "probabilities",
+        "unsure",
+        "model_version",
+        "inference_ms",
+    }
     assert list(body["probabilities"]) == model["class_names"] == ["hot_dog", "not_hot_dog"]
     assert sum(body["probabilities"].values()) == pytest.approx(1, abs=1e-3)
     assert body["probability"] == max(body["probabilities"].values())
     assert body["label"] == max(body["probabilities"], key=body["probabilities"].get)
     assert body["model_version"] == model["version"] and model["precision"] == "int8"
+    assert body["unsure"] == (body["probability"] < model["unsure_below"])
     assert 0 < body["inference_ms"] < 10_000
 
 
@@ -413,7 +428,7 @@ def test_vertex_route_answers_each_instance_in_order(live_server: str):
     )
     assert no_b64["status"] == 400 and "Instance 2 has no 'b64' string" in no_b64["error"]
     assert not_image["status"] == 415 and "instance 3 is not an image" in not_image["error"]
-    assert set(last) == {"label", "probability", "probabilities"}
+    assert set(last) == {"label", "probability", "probabilities", "unsure"}
     for refused in (bad_base64, no_b64, not_image):
         assert refused["error"].endswith(".") and "\n" not in refused["error"]
 
@@ -454,6 +469,29 @@ def test_vertex_cap_leaves_the_multipart_limit_alone(live_server: str):
     assert answer.status_code == 200, answer.text
 
 
+def test_answers_below_the_models_threshold_are_unsure(exported_model: Path, tmp_path: Path):
+    """The threshold comes from the sidecar (export copies the checkpoint's); every route and
+    /model say it. A copy of the model whose sidecar asks for certainty answers every photo
+    unsure, and still gives its best guess."""
+    trained = json.loads((exported_model / "model.int8.onnx.json").read_text())["unsure_below"]
+    assert 0.5 < trained < 1.0  # fitted on the tiny run's validation split
+    strict = copy_export_always_unsure(exported_model, tmp_path)
+    with running_server({"HOTDOG_MODEL_URI": str(strict)}) as url:
+        assert httpx.get(f"{url}/model").json()["unsure_below"] == 1.0
+        single = httpx.post(f"{url}/predict", files={"file": HOT_DOGS[0].open("rb")}).json()
+        assert single["unsure"] is True and single["label"] in {"hot_dog", "not_hot_dog"}
+        batch = httpx.post(
+            f"{url}/predict/batch", files=[("files", p.open("rb")) for p in NOT_HOT_DOGS[:2]]
+        ).json()
+        assert [r["unsure"] for r in batch["results"]] == [True, True]
+        vertex = httpx.post(
+            f"{url}{VERTEX_PREDICT}", json={"instances": [{"b64": _b64(_jpeg_bytes())}]}
+        ).json()
+        assert vertex["predictions"][0]["unsure"] is True
+        metrics = httpx.get(f"{url}/metrics").text
+        assert re.search(r"^hotdog_unsure_predictions_total 4\.0$", metrics, re.MULTILINE)
+
+
 def test_health_route_follows_readiness(live_server: str):
     answer = httpx.get(f"{live_server}/v1/models/hotdog")
     assert answer.status_code == 200 and answer.json()["status"] == "ready"
@@ -472,6 +510,7 @@ def test_openapi_describes_predict_and_the_vertex_route(live_server: str):
         "label",
         "probability",
         "probabilities",
+        "unsure",
         "model_version",
         "inference_ms",
     }

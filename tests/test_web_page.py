@@ -22,7 +22,7 @@ from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.conftest import SAMPLE
+from tests.conftest import SAMPLE, copy_export_always_unsure, running_server
 
 # Debian's packages (.ci/run installs them); a CI runner with another build can point elsewhere.
 CHROMIUM = Path(os.environ.get("HOTDOG_CHROMIUM", "/usr/bin/chromium"))
@@ -37,6 +37,7 @@ CHROMIUM_FLAGS = (
 )
 PHONE_WIDTH, PHONE_HEIGHT = 390, 844
 VERDICTS = {"hot_dog": "Hot dog!", "not_hot_dog": "Not hot dog"}
+GUESSES = {"hot_dog": "a hot dog", "not_hot_dog": "not a hot dog"}
 WAIT_S = 30
 
 
@@ -106,7 +107,12 @@ def console_errors(driver: WebDriver) -> list[str]:
 def assert_shows_prediction(driver: WebDriver, expected: dict) -> None:
     error = driver.find_element(By.ID, "error")
     assert not error.is_displayed(), f"the page shows an error: {error.text}"
-    assert driver.find_element(By.ID, "verdict").text == VERDICTS[expected["label"]]
+    verdict = "Not sure" if expected["unsure"] else VERDICTS[expected["label"]]
+    assert driver.find_element(By.ID, "verdict").text == verdict
+    guess = driver.find_element(By.ID, "guess")
+    assert guess.is_displayed() == expected["unsure"]
+    if expected["unsure"]:  # the best guess is still given
+        assert guess.text == f"Best guess: {GUESSES[expected['label']]}"
     shown = driver.find_element(By.ID, "probability").text
     match = re.fullmatch(r"(\d+(?:\.\d+)?)%", shown)
     assert match, f"the probability reads {shown!r}, not a percentage"
@@ -189,3 +195,26 @@ def test_dropped_photo_shows_verdict(page: WebDriver, live_server: str):
     assert_shows_prediction(page, expected)
     assert page.find_element(By.ID, "preview").is_displayed()
     assert "dragging" not in page.find_element(By.ID, "drop-zone").get_attribute("class")
+
+
+def test_unsure_answer_says_so_and_gives_the_best_guess(
+    browser: WebDriver, exported_model: Path, tmp_path: Path
+):
+    strict = copy_export_always_unsure(exported_model, tmp_path)
+    with running_server({"HOTDOG_MODEL_URI": str(strict)}) as url:
+        photo = sample_photo("not_hot_dog")
+        expected = predict(url, photo).raise_for_status().json()
+        assert expected["unsure"] is True
+        browser.get_log("browser")
+        browser.get(f"{url}/")
+        browser.find_element(By.ID, "file").send_keys(str(photo))
+        wait_until_settled(browser)
+        assert_shows_prediction(browser, expected)
+        result = browser.find_element(By.ID, "result")
+        assert result.get_attribute("data-label") == "unsure"
+        # Shown in the muted colour, not in the colour of a verdict.
+        colours = browser.execute_script(
+            "const s = (id) => getComputedStyle(document.getElementById(id)).color;"
+            "return [s('verdict'), s('details')];"
+        )
+        assert colours[0] == colours[1]

@@ -1,9 +1,10 @@
 """What a model says about itself, defined once: in a checkpoint and in an export's sidecar.
 
 A checkpoint written by ``hotdog.train`` carries :class:`InferenceInfo` (classes, backbone,
-preprocessing, flip TTA) under :data:`CHECKPOINT_KEY`. An exported model ``model.onnx`` has a
-JSON sidecar ``model.onnx.json`` holding :class:`ModelMetadata`: the same facts plus what the
-export measured and hashed. Export writes it, the model store checks it, the service shows it.
+preprocessing, flip TTA, the "unsure" threshold) under :data:`CHECKPOINT_KEY`. An exported model
+``model.onnx`` has a JSON sidecar ``model.onnx.json`` holding :class:`ModelMetadata`: the same
+facts plus what the export measured and hashed. Export writes it, the model store checks it, the
+service shows it.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ class InferenceInfo:
     backbone: str
     data_config: DataConfig
     tta_hflip: bool
+    # Answers whose top probability is below this are "unsure" (hotdog.core.answers); fitted on
+    # the validation split in training. 0.0: never (and in models from before it existed).
+    unsure_below: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -49,6 +53,7 @@ class InferenceInfo:
             "backbone": self.backbone,
             "data_config": self.data_config.to_dict(),
             "tta_hflip": self.tta_hflip,
+            "unsure_below": self.unsure_below,
         }
 
     @classmethod
@@ -58,6 +63,7 @@ class InferenceInfo:
             backbone=str(raw["backbone"]),
             data_config=DataConfig.from_dict(raw["data_config"]),
             tta_hflip=bool(raw["tta_hflip"]),
+            unsure_below=float(raw.get("unsure_below", 0.0)),
         )
 
 

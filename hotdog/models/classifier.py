@@ -28,6 +28,7 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
+from hotdog.core.answers import unsure_threshold
 from hotdog.core.artifact import CHECKPOINT_KEY, InferenceInfo
 from hotdog.core.errors import HotdogError
 from hotdog.core.preprocessing import DataConfig
@@ -65,6 +66,7 @@ class HotdogClassifier(L.LightningModule):
         mixup_alpha: float = 0.0,
         cutmix_alpha: float = 0.0,
         l2sp: float = 0.0,
+        unsure_share: float = 0.05,
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., Any] | None = None,
     ) -> None:
@@ -83,6 +85,12 @@ class HotdogClassifier(L.LightningModule):
         self.scheduler_factory = scheduler
         self.mixing = _batch_mixing(len(class_names), mixup_alpha, cutmix_alpha)
         self.l2sp = l2sp
+        # The "unsure" threshold: refitted on every validation pass, so each checkpoint carries
+        # the one of the weights it holds (hotdog.core.answers).
+        unsure_threshold((), unsure_share)  # a bad share fails here, not after an epoch
+        self.unsure_share = unsure_share
+        self.unsure_below = 0.0
+        self._val_confidences: list[torch.Tensor] = []
 
         self.net = create_backbone(
             backbone,
@@ -199,10 +207,15 @@ class HotdogClassifier(L.LightningModule):
         if self.trainer.ckpt_path is None:  # a resumed run keeps its best so far
             self.val_acc_best.reset()
 
+    def on_validation_epoch_start(self) -> None:
+        self._val_confidences = []
+
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         loss, logits, labels = self._step(batch)
+        probabilities = logits.float().softmax(-1)
         self.val_loss(loss)
-        self.val_metrics.update(logits.float().softmax(-1), labels)
+        self.val_metrics.update(probabilities, labels)
+        self._val_confidences.append(probabilities.max(dim=-1).values.detach())
         self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log_dict(self.val_metrics, on_step=False, on_epoch=True, prog_bar=True)
 
@@ -210,6 +223,12 @@ class HotdogClassifier(L.LightningModule):
         accuracy = self.val_metrics["acc"].compute()
         self.val_acc_best(accuracy)
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+        if self._val_confidences:
+            confidences = torch.cat(self._val_confidences)
+            if self.trainer.world_size > 1:  # every rank fits the same threshold
+                confidences = cast(torch.Tensor, self.all_gather(confidences)).reshape(-1)
+            self.unsure_below = unsure_threshold(confidences.tolist(), self.unsure_share)
+            self._val_confidences = []
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         loss, logits, labels = self._step(batch)
@@ -275,6 +294,7 @@ class HotdogClassifier(L.LightningModule):
             backbone=timm_parts(self.net).pretrained_cfg["architecture"],
             data_config=self.data_config,
             tta_hflip=self.tta_hflip,
+            unsure_below=self.unsure_below,
         )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -285,6 +305,7 @@ class HotdogClassifier(L.LightningModule):
         if CHECKPOINT_KEY in checkpoint:
             info = InferenceInfo.from_dict(checkpoint[CHECKPOINT_KEY])
             self.data_config = info.data_config
+            self.unsure_below = info.unsure_below
 
 
 def _batch_mixing(

@@ -43,6 +43,12 @@ class ServiceMetrics:
             ["label"],
             registry=registry,
         )
+        self.unsure = Counter(
+            "hotdog_unsure_predictions",
+            "Images answered unsure (probability below the model's threshold); their share rises "
+            "when photos unlike the training data arrive.",
+            registry=registry,
+        )
         self.confidence = Histogram(
             "hotdog_prediction_confidence",
             "Probability of the predicted class; a shift downwards hints at data drift.",

@@ -19,6 +19,10 @@ class Prediction(BaseModel):
     label: str = Field(description="The most probable class.")
     probability: float = Field(description="Its probability.")
     probabilities: dict[str, float] = Field(description="Every class's probability.")
+    unsure: bool = Field(
+        description="The probability is below the model's threshold, fitted on its validation "
+        "split (`unsure_below` in `/model`): too unsure to say. The label is still its best guess."
+    )
 
 
 class PredictAnswer(Prediction):
@@ -71,6 +75,7 @@ class ModelInfo(BaseModel, extra="allow"):
     class_names: list[str]
     data_config: dict[str, Any]
     tta_hflip: bool
+    unsure_below: float = Field(0.0, description="Answers less probable than this are unsure.")
     sha256: str
     test_accuracy: float | None = None
     backend: str

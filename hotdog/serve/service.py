@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from hotdog.core.answers import answer
 from hotdog.core.images import UnreadableImageError, decode_upload
 from hotdog.core.preprocessing import preprocess_array
 from hotdog.monitor.profile import thumbnail
@@ -59,6 +60,7 @@ class ClassifierService:
         self.describe_inputs = describe_inputs
         self.class_names = predictor.metadata.class_names
         self.version = predictor.metadata.version
+        self.unsure_below = predictor.metadata.inference.unsure_below
 
     def warm_up(self, runs: int = 2) -> None:
         """Run the model on blank input so the first request does not pay for lazy setup."""
@@ -110,9 +112,4 @@ class ClassifierService:
         return outcomes, time.perf_counter() - started
 
     def encode(self, probabilities: list[float]) -> dict[str, Any]:
-        best = max(range(len(probabilities)), key=probabilities.__getitem__)
-        return {
-            "label": self.class_names[best],
-            "probability": probabilities[best],
-            "probabilities": dict(zip(self.class_names, probabilities, strict=True)),
-        }
+        return answer(probabilities, self.class_names, self.unsure_below)

@@ -148,6 +148,8 @@ class ServingState:
         for outcome in outcomes:
             if outcome.prediction is not None:
                 self.metrics.predictions.labels(outcome.prediction["label"]).inc()
+                if outcome.prediction["unsure"]:
+                    self.metrics.unsure.inc()
                 self.metrics.confidence.observe(outcome.prediction["probability"])
                 self.after_prediction(service, outcome, seconds)
             elif outcome.error is not None:
