@@ -311,6 +311,29 @@ def _ensembles(by_variant: dict[str, list[dict[str, Any]]]) -> list[str]:
     return lines
 
 
+def _unsure_rows(by_variant: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Unsure answers (the model's threshold, fitted on validation) per set, medians over seeds:
+    answers said unsure, and the wrong answers still given with confidence out of all wrong."""
+    lines = []
+    for variant, runs in by_variant.items():
+        runs = [r for r in runs if all("unsure" in r["sets"][name] for name in SETS)]
+        if not runs:
+            continue  # runs from before unsure answers
+        cells = []
+        for name in SETS:
+            unsure = [r["sets"][name]["unsure"] for r in runs]
+            kept = [r["sets"][name]["wrong_when_sure"] for r in runs]
+            wrong = [r["sets"][name]["images"] - r["sets"][name]["correct"] for r in runs]
+            cells.append(
+                f"{name} {_median(unsure):g} unsure ({min(unsure)}-{max(unsure)}), "
+                f"{_median(kept):g} of {_median(wrong):g} wrong answers still given"
+            )
+        if not lines:
+            lines += ["", "Unsure answers, medians over seeds:"]
+        lines.append(f"- {variant} ({len(runs)} seeds): " + "; ".join(cells))
+    return lines
+
+
 def summarise(path: Path) -> str:
     records = [json.loads(line) for line in _read_lines(path)]
     failed = [r for r in records if "error" in r]
@@ -353,6 +376,7 @@ def summarise(path: Path) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     if all("p_hot_dog" in r for r in records):  # each photo's probabilities: ensembles
         lines += _ensembles(by_variant)
+    lines += _unsure_rows(by_variant)
     if failed:
         lines.append("")
         lines += [f"failed: {r['variant']} seed {r['seed']}: {r['error']}" for r in failed]

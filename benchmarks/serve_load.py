@@ -1,6 +1,6 @@
 """Benchmark: the inference service under load, side by side with the prototype's design.
 
-    python benchmarks/serve_load.py [--targets baseline,litserve,fp32,int8,vertex]
+    python benchmarks/serve_load.py [--targets baseline,litserve,litserve-plain,fp32,int8,vertex]
         [--concurrency 1,8,32] [--duration 30] [--repeats 3] [--rss-requests 10000]
         [--serve-env HOTDOG_THREADS=2 ...]
 
@@ -16,7 +16,9 @@ for the CPUs) and measures:
 
 The targets are (a) `baseline`: benchmarks/prototype_server.py, the prototype's design (torch
 eager resnet18, one uvicorn worker); (b) `litserve`: benchmarks/litserve_server.py, the int8
-model served by LitServe (2 workers), the peer a user might pick instead; (c) `fp32` and (d)
+model served by LitServe (2 workers) with this project's decoding and preprocessing, so that
+only the serving around the model differs, and `litserve-plain`: the same peer as a LitServe
+user writes it, decoding and preprocessing with plain Pillow and NumPy; (c) `fp32` and (d)
 `int8`: `python -m hotdog.serve` with `models/export/model.onnx` and `model.int8.onnx`; (e)
 `vertex`: the int8 service through its Vertex AI route (the photo base64 in JSON). With
 `--repeats N` the targets are run in N interleaved rounds and each figure is the median.
@@ -66,8 +68,9 @@ DEFAULT_IMAGES = ROOT.parent / "shared" / "data" / "hotdog" / "test"
 DEFAULT_EXPORT_DIR = ROOT / "models" / "export"
 EXPORT_COMMAND = "python -m hotdog.export models/train/checkpoints/best.ckpt"
 MODEL_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx", "vertex": "model.int8.onnx"}
-MODEL_FILES["litserve"] = MODEL_FILES["int8"]
-ALL_TARGETS = ("baseline", "litserve", "fp32", "int8", "vertex")
+MODEL_FILES["litserve"] = MODEL_FILES["litserve-plain"] = MODEL_FILES["int8"]
+ALL_TARGETS = ("baseline", "litserve", "litserve-plain", "fp32", "int8", "vertex")
+PEERS = ("litserve", "litserve-plain")
 # `vertex`: the int8 service, loaded through its Vertex AI route (JSON, base64) not /predict.
 VERTEX_ROUTE = "/v1/models/hotdog:predict"
 
@@ -108,9 +111,10 @@ def build_targets(names: list[str], export_dir: Path, serve_env: dict[str, str])
         model = export_dir / MODEL_FILES[name]
         if not model.is_file():
             raise SystemExit(f"{model} does not exist: run `{EXPORT_COMMAND}` first.")
-        if name == "litserve":
+        if name in PEERS:
             script = ROOT / "benchmarks" / "litserve_server.py"
             command = [sys.executable, str(script), "--model", str(model), "--host", HOST]
+            command += ["--preprocessing", "plain" if name == "litserve-plain" else "core"]
             targets.append(Target(name, [*command, "--port", PORT_PLACEHOLDER], {}))
             continue
         env = {
@@ -611,27 +615,29 @@ def compare(results: dict[str, dict]) -> tuple[dict, list[dict]]:
     ratios: dict[str, float | None] = {}
     checks: list[dict] = []
     base = phase_at(results.get("baseline"), TARGET_CONCURRENCY)
-    peer = phase_at(results.get("litserve"), TARGET_CONCURRENCY)
+    peers = {peer: phase_at(results[peer], TARGET_CONCURRENCY) for peer in PEERS if peer in results}
     for name in ("fp32", "int8", "vertex"):
         if name not in results:
             continue
         phase = phase_at(results[name], TARGET_CONCURRENCY)
-        ratio = peer_ratio = None
+        ratio = None
         if base and phase and base["requests_per_s"] > 0:
             ratio = phase["requests_per_s"] / base["requests_per_s"]
-        if peer and phase and peer["requests_per_s"] > 0:
-            peer_ratio = phase["requests_per_s"] / peer["requests_per_s"]
         ratios[f"{name}/baseline"] = ratio
-        ratios[f"{name}/litserve"] = peer_ratio
-        checks.append(
-            check(
-                f"{name}: req/s vs the LitServe peer at c={TARGET_CONCURRENCY}",
-                peer_ratio,
-                f">= {TARGET_PEER_SPEEDUP:g}x",
-                peer_ratio is not None and peer_ratio >= TARGET_PEER_SPEEDUP,
-                "x",
+        for peer, peer_phase in peers.items():
+            peer_ratio = None
+            if peer_phase and phase and peer_phase["requests_per_s"] > 0:
+                peer_ratio = phase["requests_per_s"] / peer_phase["requests_per_s"]
+            ratios[f"{name}/{peer}"] = peer_ratio
+            checks.append(
+                check(
+                    f"{name}: req/s vs the {peer} peer at c={TARGET_CONCURRENCY}",
+                    peer_ratio,
+                    f">= {TARGET_PEER_SPEEDUP:g}x",
+                    peer_ratio is not None and peer_ratio >= TARGET_PEER_SPEEDUP,
+                    "x",
+                )
             )
-        )
         p99 = phase["p99_ms"] if phase else None
         cold = results[name].get("cold_start_s")
         checks += [

@@ -8,7 +8,8 @@ For each set (a folder with one sub-folder per class): the checkpoint as ``hotdo
 runs it (its own evaluation size and flip average), and each exported model as the service runs
 it (``ClassifierService``: the service's decoding, preprocessing and onnxruntime session, fed the
 photo's bytes as an upload). Prints accuracy with each class's recall as counts, the served
-models' agreement with the checkpoint, and the int8 model's gap to float32 against the export's
+models' agreement with the checkpoint, the answers each says "unsure" with the wrong answers it
+still gives with confidence, and the int8 model's gap to float32 against the export's
 gate (``--max-drop``, points; the export checks it on the Kaggle test split only). Nothing is
 fitted: the development sets are only read. Writes JSON with ``--out``.
 """
@@ -29,26 +30,43 @@ from hotdog.serve.settings import Settings
 BATCH = 16
 
 
-def served_labels(model: Path, files: list[Path]) -> list[str | None]:
-    """The label the service answers for each photo (None where it refuses the upload)."""
+Answer = tuple[str | None, bool]  # (label, unsure); (None, False) for a refused upload
+
+
+def served_answers(model: Path, files: list[Path]) -> list[Answer]:
+    """The label the service answers for each photo, and whether it says unsure."""
     predictor = OnnxPredictor(Settings(model_uri=str(model)))
     service = ClassifierService(predictor, max_pixels=Settings().max_pixels)
-    labels: list[str | None] = []
+    answers: list[Answer] = []
     for start in range(0, len(files), BATCH):
         uploads = [Upload(path.name, path.read_bytes()) for path in files[start : start + BATCH]]
         outcomes, _ = service.classify(uploads)
-        labels += [None if o.prediction is None else o.prediction["label"] for o in outcomes]
-    return labels
+        answers += [
+            (None, False)
+            if o.prediction is None
+            else (o.prediction["label"], o.prediction["unsure"])
+            for o in outcomes
+        ]
+    return answers
 
 
-def scores(truth: list[str], labels: list[str | None], classes: list[str]) -> dict:
-    correct = [label == true for label, true in zip(labels, truth, strict=True)]
+def scores(truth: list[str], answers: list[Answer], classes: list[str]) -> dict:
+    """Accuracy with each class's recall, and what users see with unsure answers: how many are
+    unsure, and how many wrong answers are still given with confidence."""
+    correct = [label == true for (label, _), true in zip(answers, truth, strict=True)]
+    unsure = [flag for _, flag in answers]
     per_class = {
         name: f"{sum(c for c, t in zip(correct, truth, strict=True) if t == name)}/"
         f"{truth.count(name)}"
         for name in classes
     }
-    return {"accuracy": sum(correct) / len(truth), "correct": sum(correct), "recall": per_class}
+    return {
+        "accuracy": sum(correct) / len(truth),
+        "correct": sum(correct),
+        "recall": per_class,
+        "unsure": sum(unsure),
+        "wrong_when_sure": sum(not c and not u for c, u in zip(correct, unsure, strict=True)),
+    }
 
 
 def main() -> None:
@@ -79,32 +97,42 @@ def main() -> None:
         files = [sample.path for sample in samples]
         truth = [classes[sample.label] for sample in samples]
         started = time.perf_counter()
-        rows = {"checkpoint": [r.get("label") for r in predict_files(classifier, files)]}
+        rows = {
+            "checkpoint": [
+                (r.get("label"), r.get("unsure", False)) for r in predict_files(classifier, files)
+            ]
+        }
         for precision, model in models.items():
-            rows[precision] = served_labels(model, files)
+            rows[precision] = served_answers(model, files)
         report[name] = {
             "photos": len(files),
             "seconds": round(time.perf_counter() - started, 1),
             **{key: scores(truth, labels, classes) for key, labels in rows.items()},
         }
         for precision in models:
-            agree = sum(a == b for a, b in zip(rows[precision], rows["checkpoint"], strict=True))
+            pairs = zip(rows[precision], rows["checkpoint"], strict=True)
+            agree = sum(a[0] == b[0] for a, b in pairs)
             report[name][precision]["agrees_with_checkpoint"] = f"{agree}/{len(files)}"
         if "int8" in models:
             drop = 100 * (report[name]["float32"]["accuracy"] - report[name]["int8"]["accuracy"])
             report[name]["int8_drop_points"] = round(drop, 2)
             report[name]["within_gate"] = drop <= args.max_drop
 
-    print("| set | photos | model | accuracy | recall per class | agrees with checkpoint |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| set | photos | model | accuracy | recall per class | agrees with checkpoint "
+        "| unsure | wrong when sure |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for name, row in report.items():
         for key in ("checkpoint", *models):
             cell = row[key]
             recall = ", ".join(f"{c} {v}" for c, v in cell["recall"].items())
             agree = cell.get("agrees_with_checkpoint", "")
+            wrong = row["photos"] - cell["correct"]
             print(
                 f"| {name} | {row['photos']} | {key} | {cell['accuracy']:.1%} "
-                f"({cell['correct']}/{row['photos']}) | {recall} | {agree} |"
+                f"({cell['correct']}/{row['photos']}) | {recall} | {agree} "
+                f"| {cell['unsure']} | {cell['wrong_when_sure']} of {wrong} |"
             )
     for name, row in report.items():
         if "within_gate" not in row:

@@ -2,8 +2,9 @@
 
 Writes ``model.onnx`` (float32) and ``model.int8.onnx`` (static int8: per-channel QDQ, calibrated
 on training photos), each with a JSON sidecar ``<model>.json`` that the service reads: class
-names, preprocessing, the model file's SHA-256, the source checkpoint's SHA-256 and the test
-accuracy measured here. Each model has a second output, a reduced embedding for drift detection,
+names, preprocessing, the model file's SHA-256, the source checkpoint's SHA-256, the test
+accuracy measured here and the "unsure" threshold, refitted for each model on the training run's
+validation photos. Each model has a second output, a reduced embedding for drift detection,
 and a reference profile ``<model>.reference.jsonl`` (see ``hotdog.monitor``).
 Both models are checked on the test split against the checkpoint run in PyTorch; an int8 model
 that loses more than ``--max-int8-drop`` points of accuracy against the float32 one is not
@@ -21,7 +22,7 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,8 @@ import torch
 from torch import nn
 
 from hotdog import __version__
-from hotdog.core.artifact import ModelMetadata, model_version, sidecar_uri
+from hotdog.core.answers import unsure_threshold
+from hotdog.core.artifact import VALIDATION_FILES_KEY, ModelMetadata, model_version, sidecar_uri
 from hotdog.core.dataset import list_split
 from hotdog.core.errors import HotdogError, exit_on_user_error
 from hotdog.core.images import read_image
@@ -98,6 +100,10 @@ class ExportResult:
     fp32_max_difference: float
     int8_agreement: float
     refused_int8: str | None = None
+    # Per precision: the "unsure" threshold written to its sidecar, and the share of the test
+    # split it answers unsure.
+    unsure_below: dict[str, float] = field(default_factory=dict)
+    unsure_test_share: dict[str, float] = field(default_factory=dict)
 
 
 def sha256_of(path: Path) -> str:
@@ -122,6 +128,14 @@ def _default_data_root(checkpoint: Path) -> Path | None:
 
     root = OmegaConf.select(OmegaConf.load(config), "data.root", default=None)
     return Path(root) if isinstance(root, str) and "${" not in root else None
+
+
+def _validation_files(checkpoint: Path, root: Path) -> list[Path]:
+    """The training run's validation photos under ``root``, as its checkpoint lists them; empty
+    when it lists none (older checkpoints) or they are not all there (other data)."""
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+    files = [root / name for name in saved.get(VALIDATION_FILES_KEY) or []]
+    return files if files and all(path.is_file() for path in files) else []
 
 
 def _image_facts(path: Path) -> dict[str, Any]:
@@ -282,10 +296,17 @@ def _write_sidecar(
     checkpoint_sha256: str,
     accuracy: float,
     test_images: int,
+    unsure_below: float,
 ) -> ModelMetadata:
     model_sha256 = sha256_of(model_path)
-    # The served model's own preprocessing and TTA, which export may change from the checkpoint's.
-    info = replace(classifier.inference_info(), data_config=data_config, tta_hflip=tta_hflip)
+    # The served model's own preprocessing, TTA and threshold, which export may change from the
+    # checkpoint's.
+    info = replace(
+        classifier.inference_info(),
+        data_config=data_config,
+        tta_hflip=tta_hflip,
+        unsure_below=unsure_below,
+    )
     metadata = ModelMetadata(
         inference=info,
         version=model_version(info.backbone, precision, model_sha256),
@@ -392,6 +413,30 @@ def export(
     accuracy["int8"] = float((int8.argmax(1) == labels).mean())
     agreement = float((int8.argmax(1) == fp32.argmax(1)).mean())
 
+    # The "unsure" threshold of each served model, refitted on the run's validation photos with
+    # its own preprocessing (no flip average, another size and int8 all make it more or less
+    # confident than the checkpoint the training fitted it for).
+    unsure_below = dict.fromkeys(("fp32", "int8"), classifier.unsure_below)
+    validation = _validation_files(checkpoint, root)
+    if validation:
+        val_images = np.concatenate(list(_arrays(validation, data_config)))
+        for precision, path in (("fp32", fp32_path), ("int8", int8_path)):
+            confidences = _probabilities(_onnx_runner(path), val_images).max(1)
+            unsure_below[precision] = unsure_threshold(
+                confidences.tolist(), classifier.unsure_share
+            )
+    else:
+        log.warning(
+            "the checkpoint does not list its validation photos under %s: the served models keep "
+            "its unsure threshold (%.3f)",
+            root,
+            classifier.unsure_below,
+        )
+    unsure_test_share = {
+        precision: float((probabilities.max(1) < unsure_below[precision]).mean())
+        for precision, probabilities in (("fp32", fp32), ("int8", int8))
+    }
+
     checkpoint_sha256 = sha256_of(checkpoint)
     common: dict[str, Any] = {
         "classifier": classifier,
@@ -401,7 +446,13 @@ def export(
         "checkpoint_sha256": checkpoint_sha256,
         "test_images": len(test_files),
     }
-    sidecar = _write_sidecar(fp32_path, precision="fp32", accuracy=accuracy["fp32"], **common)
+    sidecar = _write_sidecar(
+        fp32_path,
+        precision="fp32",
+        accuracy=accuracy["fp32"],
+        unsure_below=unsure_below["fp32"],
+        **common,
+    )
     # The reference profile: photos the model did not fit, from the source the service will
     # see (a matched half of the test split, chosen on the float32 model's records). Training
     # photos would look more familiar to the model than any new photo; the validation split
@@ -419,7 +470,13 @@ def export(
     if refused:
         int8_path.unlink()
     else:
-        sidecar = _write_sidecar(int8_path, precision="int8", accuracy=accuracy["int8"], **common)
+        sidecar = _write_sidecar(
+            int8_path,
+            precision="int8",
+            accuracy=accuracy["int8"],
+            unsure_below=unsure_below["int8"],
+            **common,
+        )
         reference_files = [test_files[index] for index in half]
         int8_records = profile_records(
             int8_path, sidecar.version, names, data_config, reference_files, test_images[half], root
@@ -432,6 +489,8 @@ def export(
         fp32_max_difference=fp32_difference,
         int8_agreement=agreement,
         refused_int8=refused,
+        unsure_below=unsure_below,
+        unsure_test_share=unsure_test_share,
     )
 
 
@@ -494,6 +553,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         "test_accuracy": {name: round(value, 4) for name, value in result.accuracy.items()},
         "fp32_max_probability_difference": result.fp32_max_difference,
         "int8_fp32_agreement": round(result.int8_agreement, 4),
+        "unsure_below": {name: round(value, 4) for name, value in result.unsure_below.items()},
+        "unsure_test_share": {
+            name: round(value, 4) for name, value in result.unsure_test_share.items()
+        },
     }
     print(json.dumps(summary, indent=2))
     if args.report:

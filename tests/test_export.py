@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +12,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from hotdog.core.artifact import ModelMetadata
+from hotdog.core.answers import unsure_threshold
+from hotdog.core.artifact import VALIDATION_FILES_KEY, ModelMetadata
 from hotdog.core.images import read_image
-from hotdog.core.preprocessing import preprocess_array
+from hotdog.core.preprocessing import DataConfig, preprocess_array
 from hotdog.export import int8_refusal
 from hotdog.models import load_classifier
 from tests.conftest import SAMPLE, copy_sample, run_cli
@@ -51,6 +53,45 @@ def test_export_writes_models_with_matching_sidecars(exported_model: Path, check
     assert (exported_model / "model.int8.onnx").stat().st_size < (
         (exported_model / "model.onnx").stat().st_size / 2
     )
+
+
+def test_export_refits_the_unsure_threshold_on_the_validation_photos(
+    exported_model: Path, checkpoint: Path
+):
+    """Each served model gets the threshold of its own answers on the run's validation photos
+    (the checkpoint lists them), as training fitted the checkpoint's."""
+    listed = torch.load(checkpoint, weights_only=False)[VALIDATION_FILES_KEY]
+    assert len(listed) == 8 and all(name.startswith("train/") for name in listed)
+    share = load_classifier(checkpoint).unsure_share
+    for name in ("model.onnx", "model.int8.onnx"):
+        sidecar = json.loads((exported_model / f"{name}.json").read_text())
+        config = DataConfig.from_dict(sidecar["data_config"])
+        images = np.stack(
+            [
+                preprocess_array(read_image(SAMPLE / f, min_short_side=config.resize_size), config)
+                for f in listed
+            ]
+        )
+        confidences = _onnx(exported_model / name, images).max(1)
+        assert sidecar["unsure_below"] == pytest.approx(unsure_threshold(confidences, share))
+        assert (confidences < sidecar["unsure_below"]).sum() == 2  # 0.25 of 8
+
+
+def test_export_keeps_the_checkpoints_threshold_without_its_validation_photos(
+    checkpoint: Path, tmp_path: Path
+):
+    from hotdog.export import export
+
+    data = copy_sample(tmp_path / "data", per_class=3, splits=("test",))
+    (data / "train" / "hot_dog").mkdir(parents=True)
+    (data / "train" / "not_hot_dog").mkdir()
+    for label in ("hot_dog", "not_hot_dog"):  # training photos, but not the validation ones
+        shutil.copy(sorted((SAMPLE / "test" / label).glob("*.jpg"))[0], data / "train" / label)
+    result = export(checkpoint, tmp_path / "out", data, calibration_images=2, max_int8_drop=100)
+    expected = load_classifier(checkpoint).unsure_below
+    assert result.unsure_below == {"fp32": expected, "int8": expected}
+    sidecar = json.loads((tmp_path / "out" / "model.onnx.json").read_text())
+    assert sidecar["unsure_below"] == expected
 
 
 def test_onnx_models_agree_with_the_checkpoint(exported_model: Path, checkpoint: Path):

@@ -18,6 +18,9 @@ from hotdog.core.preprocessing import DataConfig
 
 # Key under which a checkpoint carries what inference needs, readable without Lightning.
 CHECKPOINT_KEY = "hotdog_inference"
+# Key of the run's validation photos (paths relative to its data root): export refits the
+# "unsure" threshold on them for the model it serves, whose preprocessing may differ.
+VALIDATION_FILES_KEY = "hotdog_validation_files"
 SIDECAR_SUFFIX = ".json"
 
 

@@ -29,7 +29,7 @@ from torchmetrics.classification import (
 )
 
 from hotdog.core.answers import unsure_threshold
-from hotdog.core.artifact import CHECKPOINT_KEY, InferenceInfo
+from hotdog.core.artifact import CHECKPOINT_KEY, VALIDATION_FILES_KEY, InferenceInfo
 from hotdog.core.errors import HotdogError
 from hotdog.core.preprocessing import DataConfig
 from hotdog.models.backbones import create_backbone, timm_parts
@@ -299,6 +299,11 @@ class HotdogClassifier(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CHECKPOINT_KEY] = self.inference_info().to_dict()
+        datamodule = getattr(self._trainer, "datamodule", None)
+        files = getattr(datamodule, "files", {}).get("val")
+        if files:  # the photos the threshold was fitted on, for export to refit it
+            root = Path(datamodule.root)  # type: ignore[union-attr]
+            checkpoint[VALIDATION_FILES_KEY] = [str(Path(f).relative_to(root)) for f in files]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The preprocessing a model was trained with, not what today's timm would derive.
