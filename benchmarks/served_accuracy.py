@@ -52,9 +52,11 @@ def served_answers(model: Path, files: list[Path]) -> list[Answer]:
 
 def scores(truth: list[str], answers: list[Answer], classes: list[str]) -> dict:
     """Accuracy with each class's recall, and what users see with unsure answers: how many are
-    unsure, and how many wrong answers are still given with confidence."""
+    unsure, and how many wrong answers are still given with confidence (a refused upload is
+    neither)."""
     correct = [label == true for (label, _), true in zip(answers, truth, strict=True)]
     unsure = [flag for _, flag in answers]
+    answered = [label is not None for label, _ in answers]
     per_class = {
         name: f"{sum(c for c, t in zip(correct, truth, strict=True) if t == name)}/"
         f"{truth.count(name)}"
@@ -65,7 +67,10 @@ def scores(truth: list[str], answers: list[Answer], classes: list[str]) -> dict:
         "correct": sum(correct),
         "recall": per_class,
         "unsure": sum(unsure),
-        "wrong_when_sure": sum(not c and not u for c, u in zip(correct, unsure, strict=True)),
+        "refused": answered.count(False),
+        "wrong_when_sure": sum(
+            a and not c and not u for a, c, u in zip(answered, correct, unsure, strict=True)
+        ),
     }
 
 
@@ -128,7 +133,7 @@ def main() -> None:
             cell = row[key]
             recall = ", ".join(f"{c} {v}" for c, v in cell["recall"].items())
             agree = cell.get("agrees_with_checkpoint", "")
-            wrong = row["photos"] - cell["correct"]
+            wrong = row["photos"] - cell["correct"] - cell["refused"]
             print(
                 f"| {name} | {row['photos']} | {key} | {cell['accuracy']:.1%} "
                 f"({cell['correct']}/{row['photos']}) | {recall} | {agree} "

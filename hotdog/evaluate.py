@@ -137,7 +137,11 @@ def summary_rows(reports: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             row[f"correct_{cls}"] = f"{figures['correct']}/{figures['support']}"
         row |= {"ece": round(report["ece"], 4), "auroc": round(report["auroc"], 4)}
         unsure = report["unsure"]
-        row |= {"unsure": unsure["unsure"], "wrong_when_sure": unsure["wrong_when_sure"]}
+        row |= {
+            "unsure_below": round(unsure["unsure_below"], 4),
+            "unsure": unsure["unsure_answers"],
+            "wrong_when_sure": unsure["wrong_when_sure"],
+        }
         rows.append(row)
     return rows
 

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from hotdog import __version__
-from hotdog.core.answers import unsure_threshold
+from hotdog.core.answers import is_unsure, unsure_threshold
 from hotdog.core.artifact import VALIDATION_FILES_KEY, ModelMetadata, model_version, sidecar_uri
 from hotdog.core.dataset import list_split
 from hotdog.core.errors import HotdogError, exit_on_user_error
@@ -131,11 +131,22 @@ def _default_data_root(checkpoint: Path) -> Path | None:
 
 
 def _validation_files(checkpoint: Path, root: Path) -> list[Path]:
-    """The training run's validation photos under ``root``, as its checkpoint lists them; empty
-    when it lists none (older checkpoints) or they are not all there (other data)."""
+    """The training run's validation photos that are under ``root``, as its checkpoint lists
+    them (none in checkpoints from before the list); says what is missing."""
     saved = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
-    files = [root / name for name in saved.get(VALIDATION_FILES_KEY) or []]
-    return files if files and all(path.is_file() for path in files) else []
+    listed = [root / name for name in saved.get(VALIDATION_FILES_KEY) or []]
+    found = [path for path in listed if path.is_file()]
+    if not listed:
+        log.warning("%s lists no validation photos (trained before the list existed)", checkpoint)
+    elif len(found) < len(listed):
+        log.warning(
+            "%d of the %d validation photos %s lists are not under %s",
+            len(listed) - len(found),
+            len(listed),
+            checkpoint,
+            root,
+        )
+    return found
 
 
 def _image_facts(path: Path) -> dict[str, Any]:
@@ -416,6 +427,8 @@ def export(
     # The "unsure" threshold of each served model, refitted on the run's validation photos with
     # its own preprocessing (no flip average, another size and int8 all make it more or less
     # confident than the checkpoint the training fitted it for).
+    # Without any of the photos, the served models keep the checkpoint's threshold, which
+    # flags fewer of their answers than intended (they are surer than the checkpoint).
     unsure_below = dict.fromkeys(("fp32", "int8"), classifier.unsure_below)
     validation = _validation_files(checkpoint, root)
     if validation:
@@ -426,14 +439,9 @@ def export(
                 confidences.tolist(), classifier.unsure_share
             )
     else:
-        log.warning(
-            "the checkpoint does not list its validation photos under %s: the served models keep "
-            "its unsure threshold (%.3f)",
-            root,
-            classifier.unsure_below,
-        )
+        log.warning("the served models keep its unsure threshold (%.3f)", classifier.unsure_below)
     unsure_test_share = {
-        precision: float((probabilities.max(1) < unsure_below[precision]).mean())
+        precision: float(is_unsure(probabilities.max(1), unsure_below[precision]).mean())
         for precision, probabilities in (("fp32", fp32), ("int8", int8))
     }
 
@@ -469,6 +477,7 @@ def export(
     refused = int8_refusal(accuracy, len(test_files), max_int8_drop, fp32_path)
     if refused:
         int8_path.unlink()
+        del unsure_below["int8"], unsure_test_share["int8"]
     else:
         sidecar = _write_sidecar(
             int8_path,

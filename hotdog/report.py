@@ -25,6 +25,8 @@ from torchmetrics.functional.classification import (
     multiclass_recall,
 )
 
+from hotdog.core.answers import is_unsure
+
 METRICS_FILE = "metrics.json"
 CONFUSION_FILE = "confusion_matrix.png"
 MISCLASSIFIED_FILE = "misclassified.csv"
@@ -78,13 +80,13 @@ def unsure_figures(
     """What users see with "unsure" answers (hotdog.core.answers): how many answers are unsure,
     and how many wrong answers are still given with confidence."""
     confidence, predictions = probabilities.max(dim=-1)
-    sure = confidence >= unsure_below
+    sure = ~is_unsure(confidence, unsure_below)
     wrong = predictions != labels
     answered = int(sure.sum())
     return {
         "unsure_below": unsure_below,
-        "unsure": int((~sure).sum()),
-        "unsure_share": float((~sure).float().mean()) if len(labels) else 0.0,
+        "unsure_answers": int((~sure).sum()),
+        "unsure_fraction": float((~sure).float().mean()) if len(labels) else 0.0,
         "wrong": int(wrong.sum()),
         "wrong_when_sure": int((wrong & sure).sum()),
         "accuracy_when_sure": float((~wrong[sure]).float().mean()) if answered else None,

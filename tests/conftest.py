@@ -202,13 +202,13 @@ def exported_model(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) 
     return out
 
 
-def copy_export_always_unsure(exported_model: Path, folder: Path) -> Path:
-    """The int8 model of ``exported_model`` copied into ``folder`` with a sidecar that asks for
-    certainty (``unsure_below`` 1.0): every answer is unsure. Returns the model's path."""
+def copy_export_with_threshold(exported_model: Path, folder: Path, unsure_below: float) -> Path:
+    """The int8 model of ``exported_model`` copied into ``folder``, its sidecar's unsure threshold
+    set to ``unsure_below`` (1.0: every answer is unsure). Returns the model's path."""
     model = folder / "model.int8.onnx"
     model.write_bytes((exported_model / model.name).read_bytes())
     sidecar = json.loads((exported_model / f"{model.name}.json").read_text())
-    Path(f"{model}.json").write_text(json.dumps(sidecar | {"unsure_below": 1.0}))
+    Path(f"{model}.json").write_text(json.dumps(sidecar | {"unsure_below": unsure_below}))
     return model
 
 

@@ -31,6 +31,7 @@ def test_threshold_leaves_the_share_of_least_sure_photos_below_it():
     assert unsure_threshold(confidences, 0.0) == 0.0  # off: never unsure
     assert unsure_threshold(confidences, 0.05) == 0.0  # less than one photo
     assert unsure_threshold([], 0.1) == 0.0
+    assert unsure_threshold([i / 100 for i in range(100)], 0.29) == 0.29  # not 0.28: 29 below
     for bad in (-0.1, 1.0):
         with pytest.raises(ValueError, match="unsure_share"):
             unsure_threshold(confidences, bad)
@@ -91,8 +92,12 @@ def test_checkpoint_carries_the_threshold_of_its_own_validation_pass(trained_run
 def test_predict_flags_answers_below_the_threshold(trained_run: Path):
     model = load_classifier(trained_run / "checkpoints" / "best.ckpt")
     photos = sorted((SAMPLE / "test").rglob("*.jpg"))
+    probabilities = sorted(r["probability"] for r in predict_files(model, photos))
+    model.unsure_below = probabilities[10]  # the ten least sure photos fall below it
     results = predict_files(model, photos)
-    assert all(r["unsure"] == (r["probability"] < model.unsure_below) for r in results)
+    unsure = [r for r in results if r["unsure"]]
+    assert len(unsure) == 10 and max(r["probability"] for r in unsure) < model.unsure_below
+    assert all(r["label"] in model.class_names for r in unsure)  # the best guess is still given
     model.unsure_below = 1.0  # nothing is that sure
     assert all(r["unsure"] for r in predict_files(model, photos[:3]))
 
@@ -103,8 +108,8 @@ def test_unsure_figures_count_what_users_see():
     figures = unsure_figures(probabilities, labels, unsure_below=0.65)
     assert figures == {
         "unsure_below": 0.65,
-        "unsure": 2,
-        "unsure_share": pytest.approx(0.4),
+        "unsure_answers": 2,
+        "unsure_fraction": pytest.approx(0.4),
         "wrong": 3,
         "wrong_when_sure": 1,
         "accuracy_when_sure": pytest.approx(2 / 3),
@@ -119,9 +124,15 @@ def test_evaluate_reports_unsure_answers(compose_train, trained_run: Path, tmp_p
     with (tmp_path / "run" / "predictions.csv").open() as stream:
         rows = list(csv.DictReader(stream))
     confidences = [max(float(r["p_hot_dog"]), float(r["p_not_hot_dog"])) for r in rows]
+    wrong = [r["actual"] != r["predicted"] for r in rows]
     # The CSV rounds to 4 decimals: count within that rounding.
     threshold = figures["unsure_below"]
     below, near = (sum(c < threshold + d for c in confidences) for d in (-1e-4, 1e-4))
-    assert below <= figures["unsure"] <= near
+    assert below <= figures["unsure_answers"] <= near
+    sure_wrong = [
+        sum(w and c >= threshold + d for w, c in zip(wrong, confidences, strict=True))
+        for d in (1e-4, -1e-4)
+    ]
+    assert sure_wrong[0] <= figures["wrong_when_sure"] <= sure_wrong[1]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["unsure"]["wrong"] == metrics["counts"]["misclassified"]

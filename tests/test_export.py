@@ -169,6 +169,7 @@ def test_cli_refuses_int8_beyond_the_limit(checkpoint: Path, tmp_path: Path, mon
     assert not (out / "model.int8.onnx").exists() and not (out / "model.int8.onnx.json").exists()
     summary = json.loads(captured.out[captured.out.index("{") :])
     assert summary["int8"] is None and set(summary["test_accuracy"]) == {"torch", "fp32", "int8"}
+    assert set(summary["unsure_below"]) == set(summary["unsure_test_share"]) == {"fp32"}
 
 
 def _check_missing_checkpoint(done) -> None:

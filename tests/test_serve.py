@@ -25,7 +25,7 @@ from hotdog.serve.settings import Settings, SettingsError
 from tests.conftest import (
     SAMPLE,
     SERVER_PIDS,
-    copy_export_always_unsure,
+    copy_export_with_threshold,
     free_port,
     run_cli,
     running_server,
@@ -474,27 +474,36 @@ def test_vertex_cap_leaves_the_multipart_limit_alone(live_server: str):
     assert answer.status_code == 200, answer.text
 
 
-def test_answers_below_the_models_threshold_are_unsure(exported_model: Path, tmp_path: Path):
-    """The threshold comes from the sidecar (export copies the checkpoint's); every route and
-    /model say it. A copy of the model whose sidecar asks for certainty answers every photo
-    unsure, and still gives its best guess."""
+def test_answers_below_the_models_threshold_are_unsure(
+    live_server: str, exported_model: Path, tmp_path: Path
+):
+    """The threshold comes from the sidecar (export refits it for each model); every route and
+    /model say it. With a threshold between two photos' probabilities, the less sure one is
+    answered unsure, with its best guess, and the others are not."""
     trained = json.loads((exported_model / "model.int8.onnx.json").read_text())["unsure_below"]
     assert 0.5 < trained < 1.0  # fitted on the tiny run's validation split
-    strict = copy_export_always_unsure(exported_model, tmp_path)
-    with running_server({"HOTDOG_MODEL_URI": str(strict)}) as url:
-        assert httpx.get(f"{url}/model").json()["unsure_below"] == 1.0
-        single = httpx.post(f"{url}/predict", files={"file": HOT_DOGS[0].open("rb")}).json()
-        assert single["unsure"] is True and single["label"] in {"hot_dog", "not_hot_dog"}
+    photos = HOT_DOGS[:2] + NOT_HOT_DOGS[:2]
+    answers = [
+        httpx.post(f"{live_server}/predict", files={"file": p.open("rb")}).json() for p in photos
+    ]
+    ranked = sorted(range(len(photos)), key=lambda i: answers[i]["probability"])
+    least, next_least = (answers[i]["probability"] for i in ranked[:2])
+    assert least < next_least
+    model = copy_export_with_threshold(exported_model, tmp_path, (least + next_least) / 2)
+    with running_server({"HOTDOG_MODEL_URI": str(model)}) as url:
+        assert httpx.get(f"{url}/model").json()["unsure_below"] == (least + next_least) / 2
         batch = httpx.post(
-            f"{url}/predict/batch", files=[("files", p.open("rb")) for p in NOT_HOT_DOGS[:2]]
+            f"{url}/predict/batch", files=[("files", p.open("rb")) for p in photos]
         ).json()
-        assert [r["unsure"] for r in batch["results"]] == [True, True]
-        vertex = httpx.post(
-            f"{url}{VERTEX_PREDICT}", json={"instances": [{"b64": _b64(_jpeg_bytes())}]}
-        ).json()
-        assert vertex["predictions"][0]["unsure"] is True
+        flags = [r["unsure"] for r in batch["results"]]
+        assert flags == [i == ranked[0] for i in range(len(photos))]
+        assert [r["label"] for r in batch["results"]] == [a["label"] for a in answers]
+        for index in ranked[:2]:  # the least sure photo, then the next
+            body = {"instances": [{"b64": _b64(_jpeg_bytes(photos[index]))}]}
+            vertex = httpx.post(f"{url}{VERTEX_PREDICT}", json=body).json()
+            assert vertex["predictions"][0]["unsure"] is (index == ranked[0])
         metrics = httpx.get(f"{url}/metrics").text
-        assert re.search(r"^hotdog_unsure_predictions_total 4\.0$", metrics, re.MULTILINE)
+        assert re.search(r"^hotdog_unsure_predictions_total 2\.0$", metrics, re.MULTILINE)
 
 
 def test_health_route_follows_readiness(live_server: str):

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from hotdog.core.artifact import CHECKPOINT_KEY, VALIDATION_FILES_KEY
 from hotdog.train import train
 from tests.conftest import copy_sample, run_cli, tiny
 
@@ -217,6 +218,7 @@ def test_ddp_runs_two_cpu_processes(tmp_path: Path):
             "data.val_fraction=0.25",
             "trainer.max_epochs=2",  # a frozen epoch, then a full one, several steps each
             "model.freeze_backbone_epochs=1",
+            "model.unsure_share=0.5",  # one of the two validation photos
             "logger=csv",
             f"paths.output_dir={out}",
         ),
@@ -228,7 +230,10 @@ def test_ddp_runs_two_cpu_processes(tmp_path: Path):
     metrics = json.loads((out / "metrics.json").read_text())
     # Each test photo counts once, although DistributedSampler repeats one to pad the ranks.
     assert metrics["counts"]["images"] == 7
-    assert (out / "checkpoints" / "best.ckpt").is_file()
+    checkpoint = torch.load(out / "checkpoints" / "best.ckpt", weights_only=False)
+    # Both ranks' validation photos, each once: the threshold is the surer photo's confidence.
+    assert len(checkpoint[VALIDATION_FILES_KEY]) == 2
+    assert 0.5 <= checkpoint[CHECKPOINT_KEY]["unsure_below"] <= 1.0
     assert "hydra.run.dir" not in (out / "run.json").read_text()  # written by rank 0 only
 
 

@@ -22,7 +22,7 @@ from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.conftest import SAMPLE, copy_export_always_unsure, running_server
+from tests.conftest import SAMPLE, copy_export_with_threshold, running_server
 
 # Debian's packages (.ci/run installs them); a CI runner with another build can point elsewhere.
 CHROMIUM = Path(os.environ.get("HOTDOG_CHROMIUM", "/usr/bin/chromium"))
@@ -111,6 +111,8 @@ def assert_shows_prediction(driver: WebDriver, expected: dict) -> None:
     assert driver.find_element(By.ID, "verdict").text == verdict
     guess = driver.find_element(By.ID, "guess")
     assert guess.is_displayed() == expected["unsure"]
+    word = driver.find_element(By.ID, "probability-word").text
+    assert word == ("likely" if expected["unsure"] else "sure")
     if expected["unsure"]:  # the best guess is still given
         assert guess.text == f"Best guess: {GUESSES[expected['label']]}"
     shown = driver.find_element(By.ID, "probability").text
@@ -200,7 +202,7 @@ def test_dropped_photo_shows_verdict(page: WebDriver, live_server: str):
 def test_unsure_answer_says_so_and_gives_the_best_guess(
     browser: WebDriver, exported_model: Path, tmp_path: Path
 ):
-    strict = copy_export_always_unsure(exported_model, tmp_path)
+    strict = copy_export_with_threshold(exported_model, tmp_path, unsure_below=1.0)
     with running_server({"HOTDOG_MODEL_URI": str(strict)}) as url:
         photo = sample_photo("not_hot_dog")
         expected = predict(url, photo).raise_for_status().json()
@@ -211,7 +213,9 @@ def test_unsure_answer_says_so_and_gives_the_best_guess(
         wait_until_settled(browser)
         assert_shows_prediction(browser, expected)
         result = browser.find_element(By.ID, "result")
-        assert result.get_attribute("data-label") == "unsure"
+        assert result.get_attribute("data-unsure") == "true"
+        assert result.get_attribute("data-label") == expected["label"]
+        assert browser.find_element(By.ID, "probability-word").text == "likely"
         # Shown in the muted colour, not in the colour of a verdict.
         colours = browser.execute_script(
             "const s = (id) => getComputedStyle(document.getElementById(id)).color;"

@@ -28,7 +28,7 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
-from hotdog.core.answers import unsure_threshold
+from hotdog.core.answers import check_unsure_share, unsure_threshold
 from hotdog.core.artifact import CHECKPOINT_KEY, VALIDATION_FILES_KEY, InferenceInfo
 from hotdog.core.errors import HotdogError
 from hotdog.core.preprocessing import DataConfig
@@ -87,10 +87,10 @@ class HotdogClassifier(L.LightningModule):
         self.l2sp = l2sp
         # The "unsure" threshold: refitted on every validation pass, so each checkpoint carries
         # the one of the weights it holds (hotdog.core.answers).
-        unsure_threshold((), unsure_share)  # a bad share fails here, not after an epoch
+        check_unsure_share(unsure_share)  # a bad share fails here, not after an epoch
         self.unsure_share = unsure_share
         self.unsure_below = 0.0
-        self._val_confidences: list[torch.Tensor] = []
+        self._val_batches: list[tuple[torch.Tensor, torch.Tensor]] = []  # (indices, confidence)
 
         self.net = create_backbone(
             backbone,
@@ -208,14 +208,14 @@ class HotdogClassifier(L.LightningModule):
             self.val_acc_best.reset()
 
     def on_validation_epoch_start(self) -> None:
-        self._val_confidences = []
+        self._val_batches = []
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         loss, logits, labels = self._step(batch)
         probabilities = logits.float().softmax(-1)
         self.val_loss(loss)
         self.val_metrics.update(probabilities, labels)
-        self._val_confidences.append(probabilities.max(dim=-1).values.detach())
+        self._val_batches.append((batch[2].detach(), probabilities.max(dim=-1).values.detach()))
         self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log_dict(self.val_metrics, on_step=False, on_epoch=True, prog_bar=True)
 
@@ -223,12 +223,12 @@ class HotdogClassifier(L.LightningModule):
         accuracy = self.val_metrics["acc"].compute()
         self.val_acc_best(accuracy)
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
-        if self._val_confidences:
-            confidences = torch.cat(self._val_confidences)
-            if self.trainer.world_size > 1:  # every rank fits the same threshold
-                confidences = cast(torch.Tensor, self.all_gather(confidences)).reshape(-1)
-            self.unsure_below = unsure_threshold(confidences.tolist(), self.unsure_share)
-            self._val_confidences = []
+        batches, self._val_batches = self._val_batches, []
+        if self.trainer.sanity_checking or not batches:
+            return  # a few batches before training: not the split the threshold is fitted on
+        _, confidences = self._gather_unique(batches)  # every rank fits the same threshold
+        self.unsure_below = unsure_threshold(confidences.tolist(), self.unsure_share)
+        self.log("val/unsure_below", self.unsure_below)
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         loss, logits, labels = self._step(batch)
@@ -243,19 +243,27 @@ class HotdogClassifier(L.LightningModule):
         self._test_batches = []
 
     def on_test_epoch_end(self) -> None:
-        indices = torch.cat([i for i, _ in self._test_batches])
-        probabilities = torch.cat([p for _, p in self._test_batches])
+        indices, probabilities = self._gather_unique(self._test_batches)
+        self.test_predictions = (indices, probabilities.float())
+        self._test_batches = []
+
+    def _gather_unique(
+        self, batches: list[tuple[torch.Tensor, torch.Tensor]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(dataset indices, per-image values) of an evaluation pass, from every rank, each
+        image once and in index order, on the CPU. DistributedSampler pads the ranks to equal
+        length by repeating images: the repeats are dropped."""
+        indices = torch.cat([i for i, _ in batches])
+        values = torch.cat([v for _, v in batches])
         if self.trainer.world_size > 1:
-            # DistributedSampler pads ranks to equal length by repeating samples: de-duplicate.
             indices = cast(torch.Tensor, self.all_gather(indices)).reshape(-1)
-            gathered = cast(torch.Tensor, self.all_gather(probabilities))
-            probabilities = gathered.reshape(-1, probabilities.shape[-1])
+            gathered = cast(torch.Tensor, self.all_gather(values))
+            values = gathered.reshape(-1, *values.shape[1:])
         order = torch.argsort(indices)
-        indices, probabilities = indices[order], probabilities[order]
+        indices, values = indices[order], values[order]
         first = torch.ones_like(indices, dtype=torch.bool)
         first[1:] = indices[1:] != indices[:-1]
-        self.test_predictions = (indices[first].cpu(), probabilities[first].cpu().float())
-        self._test_batches = []
+        return indices[first].cpu(), values[first].cpu()
 
     # ----------------------------------------------------------------- optimisation
     def configure_optimizers(self) -> Any:
@@ -299,11 +307,9 @@ class HotdogClassifier(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CHECKPOINT_KEY] = self.inference_info().to_dict()
-        datamodule = getattr(self._trainer, "datamodule", None)
-        files = getattr(datamodule, "files", {}).get("val")
+        files = _validation_files(getattr(self._trainer, "datamodule", None))
         if files:  # the photos the threshold was fitted on, for export to refit it
-            root = Path(datamodule.root)  # type: ignore[union-attr]
-            checkpoint[VALIDATION_FILES_KEY] = [str(Path(f).relative_to(root)) for f in files]
+            checkpoint[VALIDATION_FILES_KEY] = files
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The preprocessing a model was trained with, not what today's timm would derive.
@@ -311,6 +317,18 @@ class HotdogClassifier(L.LightningModule):
             info = InferenceInfo.from_dict(checkpoint[CHECKPOINT_KEY])
             self.data_config = info.data_config
             self.unsure_below = info.unsure_below
+
+
+def _validation_files(datamodule: Any) -> list[str]:
+    """The validation photos of a HotdogDataModule, relative to its root in POSIX form; empty for
+    another datamodule or photos outside the root."""
+    root, files = getattr(datamodule, "root", None), getattr(datamodule, "files", {}).get("val")
+    if root is None or not files:
+        return []
+    try:
+        return [Path(f).relative_to(root).as_posix() for f in files]
+    except ValueError:
+        return []
 
 
 def _batch_mixing(
