@@ -199,26 +199,46 @@ def test_dropped_photo_shows_verdict(page: WebDriver, live_server: str):
     assert "dragging" not in page.find_element(By.ID, "drop-zone").get_attribute("class")
 
 
-def test_unsure_answer_says_so_and_gives_the_best_guess(
-    browser: WebDriver, exported_model: Path, tmp_path: Path
+def test_unsure_answer_says_so_then_a_sure_one_clears_it(
+    browser: WebDriver, live_server: str, exported_model: Path, tmp_path: Path
 ):
-    strict = copy_export_with_threshold(exported_model, tmp_path, unsure_below=1.0)
-    with running_server({"HOTDOG_MODEL_URI": str(strict)}) as url:
-        photo = sample_photo("not_hot_dog")
-        expected = predict(url, photo).raise_for_status().json()
-        assert expected["unsure"] is True
+    """A threshold between the two photos' probabilities: the less sure photo is shown as
+    "Not sure" with its best guess, then the surer one as a plain verdict on the same page."""
+    photos = [sample_photo("hot_dog"), sample_photo("not_hot_dog")]
+    answers = [predict(live_server, photo).raise_for_status().json() for photo in photos]
+    (unsure_photo, _), (sure_photo, _) = sorted(
+        zip(photos, answers, strict=True), key=lambda pair: pair[1]["probability"]
+    )
+    low, high = sorted(answer["probability"] for answer in answers)
+    assert low < high
+    model = copy_export_with_threshold(exported_model, tmp_path, unsure_below=(low + high) / 2)
+    with running_server({"HOTDOG_MODEL_URI": str(model)}) as url:
+        expected_unsure = predict(url, unsure_photo).raise_for_status().json()
+        expected_sure = predict(url, sure_photo).raise_for_status().json()
+        assert expected_unsure["unsure"] is True and expected_sure["unsure"] is False
         browser.get_log("browser")
         browser.get(f"{url}/")
-        browser.find_element(By.ID, "file").send_keys(str(photo))
+        browser.find_element(By.ID, "file").send_keys(str(unsure_photo))
         wait_until_settled(browser)
-        assert_shows_prediction(browser, expected)
+        assert_shows_prediction(browser, expected_unsure)
         result = browser.find_element(By.ID, "result")
         assert result.get_attribute("data-unsure") == "true"
-        assert result.get_attribute("data-label") == expected["label"]
-        assert browser.find_element(By.ID, "probability-word").text == "likely"
+        assert result.get_attribute("data-label") == expected_unsure["label"]
         # Shown in the muted colour, not in the colour of a verdict.
         colours = browser.execute_script(
             "const s = (id) => getComputedStyle(document.getElementById(id)).color;"
             "return [s('verdict'), s('details')];"
         )
         assert colours[0] == colours[1]
+
+        browser.find_element(By.ID, "file").send_keys(str(sure_photo))
+        verdict = VERDICTS[expected_sure["label"]]
+        WebDriverWait(browser, WAIT_S).until(
+            lambda d: (
+                d.find_element(By.ID, "verdict").text == verdict
+                and not d.find_element(By.ID, "busy").is_displayed()
+            ),
+            "the page did not show the second verdict",
+        )
+        assert_shows_prediction(browser, expected_sure)  # the best guess line is gone
+        assert result.get_attribute("data-unsure") == "false"
