@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import warnings
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from tests.conftest import copy_sample, run_cli, tiny
 
 
 def test_fast_dev_run(compose_train, tmp_path: Path, caplog):
+    caplog.set_level(logging.INFO, logger="hotdog.models.classifier")
     cfg = compose_train("debug=fdr")
     metrics, objects = train(cfg)
     trainer = objects["trainer"]
@@ -23,6 +25,11 @@ def test_fast_dev_run(compose_train, tmp_path: Path, caplog):
     assert "test/acc" in metrics
     assert not list(tmp_path.rglob("*.ckpt"))
     assert "No best checkpoint" not in caplog.text  # fast_dev_run never saves one: no warning
+    # 8 validation photos at the default share of 5 %: no threshold, and the run says so.
+    assert "8 validation photos are too few for model.unsure_share=0.05 (it needs 20)" in (
+        caplog.text
+    )
+    assert objects["model"].unsure_below == 0.0
 
 
 def test_metrics_do_not_warn_on_batches_of_one_class(compose_train):

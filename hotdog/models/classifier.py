@@ -11,6 +11,8 @@ Fine-tuning recipe choices (see the README's results):
 from __future__ import annotations
 
 import functools
+import logging
+import math
 import pickle
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,6 +35,8 @@ from hotdog.core.artifact import CHECKPOINT_KEY, VALIDATION_FILES_KEY, Inference
 from hotdog.core.errors import HotdogError
 from hotdog.core.preprocessing import DataConfig
 from hotdog.models.backbones import create_backbone, timm_parts
+
+log = logging.getLogger(__name__)
 
 
 def _stage_metrics(num_classes: int, prefix: str) -> MetricCollection:
@@ -90,6 +94,7 @@ class HotdogClassifier(L.LightningModule):
         check_unsure_share(unsure_share)  # a bad share fails here, not after an epoch
         self.unsure_share = unsure_share
         self.unsure_below = 0.0
+        self._said_split_too_small = False
         self._val_batches: list[tuple[torch.Tensor, torch.Tensor]] = []  # (indices, confidence)
 
         self.net = create_backbone(
@@ -229,6 +234,17 @@ class HotdogClassifier(L.LightningModule):
         _, confidences = self._gather_unique(batches)  # every rank fits the same threshold
         self.unsure_below = unsure_threshold(confidences.tolist(), self.unsure_share)
         self.log("val/unsure_below", self.unsure_below)
+        if self.unsure_share and not self.unsure_below and not self._said_split_too_small:
+            self._said_split_too_small = True
+            if self.global_rank == 0:
+                log.info(
+                    "%d validation photos are too few for model.unsure_share=%g (it needs %d), so "
+                    "no answer will be marked unsure; raise data.val_fraction or unsure_share, or "
+                    "set model.unsure_share=0 to turn unsure answers off.",
+                    len(confidences),
+                    self.unsure_share,
+                    math.ceil(1 / self.unsure_share),
+                )
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         loss, logits, labels = self._step(batch)
