@@ -33,6 +33,9 @@ from tests.conftest import (
 
 HOT_DOGS = sorted((SAMPLE / "test" / "hot_dog").glob("*.jpg"))
 NOT_HOT_DOGS = sorted((SAMPLE / "test" / "not_hot_dog").glob("*.jpg"))
+# One prediction (the Vertex route's), and /predict's answer around it.
+PREDICTION_KEYS = {"label", "probability", "probabilities", "unsure"}
+PREDICT_ANSWER_KEYS = PREDICTION_KEYS | {"model_version", "inference_ms"}
 
 
 def _jpeg_bytes(path: Path = HOT_DOGS[0]) -> bytes:
@@ -57,14 +60,7 @@ def test_predict_answers_label_probabilities_version_and_time(live_server: str):
     )
     assert answer.status_code == 200, answer.text
     body = answer.json()
-    assert set(body) == {
-        "label",
-        "probability",
-        "probabilities",
-        "unsure",
-        "model_version",
-        "inference_ms",
-    }
+    assert set(body) == PREDICT_ANSWER_KEYS
     assert list(body["probabilities"]) == model["class_names"] == ["hot_dog", "not_hot_dog"]
     assert sum(body["probabilities"].values()) == pytest.approx(1, abs=1e-3)
     assert body["probability"] == max(body["probabilities"].values())
@@ -433,7 +429,7 @@ def test_vertex_route_answers_each_instance_in_order(live_server: str):
     )
     assert no_b64["status"] == 400 and "Instance 2 has no 'b64' string" in no_b64["error"]
     assert not_image["status"] == 415 and "instance 3 is not an image" in not_image["error"]
-    assert set(last) == {"label", "probability", "probabilities", "unsure"}
+    assert set(last) == PREDICTION_KEYS
     for refused in (bad_base64, no_b64, not_image):
         assert refused["error"].endswith(".") and "\n" not in refused["error"]
 
@@ -520,14 +516,7 @@ def test_openapi_describes_predict_and_the_vertex_route(live_server: str):
 
     predict = spec["paths"]["/predict"]["post"]
     answer = resolved(predict["responses"]["200"]["content"]["application/json"]["schema"])
-    assert set(answer["properties"]) == {
-        "label",
-        "probability",
-        "probabilities",
-        "unsure",
-        "model_version",
-        "inference_ms",
-    }
+    assert set(answer["properties"]) == PREDICT_ANSWER_KEYS
     upload = predict["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert upload["properties"]["file"]["format"] == "binary"
     for status in ("400", "413", "415", "422", "503"):
