@@ -33,7 +33,7 @@ from torch import nn
 
 from hotdog import __version__
 from hotdog.core.answers import is_unsure, unsure_threshold
-from hotdog.core.artifact import VALIDATION_FILES_KEY, ModelMetadata, model_version, sidecar_uri
+from hotdog.core.artifact import ModelMetadata, model_version, sidecar_uri
 from hotdog.core.dataset import list_split
 from hotdog.core.errors import HotdogError, exit_on_user_error
 from hotdog.core.images import read_image
@@ -130,11 +130,10 @@ def _default_data_root(checkpoint: Path) -> Path | None:
     return Path(root) if isinstance(root, str) and "${" not in root else None
 
 
-def _validation_files(checkpoint: Path, root: Path) -> list[Path]:
+def _validation_files(classifier: HotdogClassifier, checkpoint: Path, root: Path) -> list[Path]:
     """The training run's validation photos that are under ``root``, as its checkpoint lists
     them (none in checkpoints from before the list); says what is missing."""
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
-    listed = [root / name for name in saved.get(VALIDATION_FILES_KEY) or []]
+    listed = [root / name for name in classifier.validation_files]
     found = [path for path in listed if path.is_file()]
     if not listed:
         log.warning("%s lists no validation photos (trained before the list existed)", checkpoint)
@@ -430,7 +429,7 @@ def export(
     # Without any of the photos, the served models keep the checkpoint's threshold, which
     # flags fewer of their answers than intended (they are surer than the checkpoint).
     unsure_below = dict.fromkeys(("fp32", "int8"), classifier.unsure_below)
-    validation = _validation_files(checkpoint, root)
+    validation = _validation_files(classifier, checkpoint, root)
     if validation:
         val_images = np.concatenate(list(_arrays(validation, data_config)))
         for precision, path in (("fp32", fp32_path), ("int8", int8_path)):

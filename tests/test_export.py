@@ -62,7 +62,9 @@ def test_export_refits_the_unsure_threshold_on_the_validation_photos(
     (the checkpoint lists them), as training fitted the checkpoint's."""
     listed = torch.load(checkpoint, weights_only=False)[VALIDATION_FILES_KEY]
     assert len(listed) == 8 and all(name.startswith("train/") for name in listed)
-    share = load_classifier(checkpoint).unsure_share
+    classifier = load_classifier(checkpoint)
+    assert classifier.validation_files == listed  # what export reads
+    share = classifier.unsure_share
     for name in ("model.onnx", "model.int8.onnx"):
         sidecar = json.loads((exported_model / f"{name}.json").read_text())
         config = DataConfig.from_dict(sidecar["data_config"])

@@ -95,6 +95,9 @@ class HotdogClassifier(L.LightningModule):
         self.unsure_share = unsure_share
         self.unsure_below = 0.0
         self._said_split_too_small = False
+        # The validation photos it was fitted on (relative to the data root), from a loaded
+        # checkpoint: export refits the threshold on them for each served model.
+        self.validation_files: list[str] = []
         self._val_batches: list[tuple[torch.Tensor, torch.Tensor]] = []  # (indices, confidence)
 
         self.net = create_backbone(
@@ -323,8 +326,9 @@ class HotdogClassifier(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CHECKPOINT_KEY] = self.inference_info().to_dict()
-        files = _validation_files(getattr(self._trainer, "datamodule", None))
-        if files:  # the photos the threshold was fitted on, for export to refit it
+        datamodule = getattr(self._trainer, "datamodule", None)
+        files = _datamodule_validation_files(datamodule) or self.validation_files
+        if files:
             checkpoint[VALIDATION_FILES_KEY] = files
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -333,9 +337,10 @@ class HotdogClassifier(L.LightningModule):
             info = InferenceInfo.from_dict(checkpoint[CHECKPOINT_KEY])
             self.data_config = info.data_config
             self.unsure_below = info.unsure_below
+        self.validation_files = list(checkpoint.get(VALIDATION_FILES_KEY) or [])
 
 
-def _validation_files(datamodule: Any) -> list[str]:
+def _datamodule_validation_files(datamodule: Any) -> list[str]:
     """The validation photos of a HotdogDataModule, relative to its root in POSIX form; empty for
     another datamodule or photos outside the root."""
     root, files = getattr(datamodule, "root", None), getattr(datamodule, "files", {}).get("val")
