@@ -16,24 +16,51 @@ from torch.utils.data import DataLoader, Dataset
 
 from hotdog.core.dataset import LAYOUT_HINT, DatasetError, list_split, stratified_split
 from hotdog.data.cache import ImageCache
-from hotdog.data.transforms import Augmentation, DataConfig, eval_transform, train_transform
+from hotdog.data.transforms import (
+    Augmentation,
+    DataConfig,
+    ScenePaste,
+    eval_transform,
+    train_transform,
+)
 
 log = logging.getLogger(__name__)
 
+# The class whose photos show the absence of the others: scene pasting puts photos of every
+# class into photos of this one.
+BACKGROUND_CLASS = "not_hot_dog"
+
 
 class PictureDataset(Dataset):
-    """Resized uint8 pictures in memory; items are ``(image, label, index)``."""
+    """Resized uint8 pictures in memory; items are ``(image, label, index)``.
 
-    def __init__(self, pictures: Sequence[torch.Tensor], labels: Sequence[int], transform) -> None:
+    With ``paste`` and ``background_label``, a training item may be pasted into a transformed
+    photo of that label (see :class:`~hotdog.data.transforms.ScenePaste`).
+    """
+
+    def __init__(
+        self,
+        pictures: Sequence[torch.Tensor],
+        labels: Sequence[int],
+        transform,
+        paste: ScenePaste | None = None,
+        background_label: int | None = None,
+    ) -> None:
         self.pictures = list(pictures)
         self.labels = list(labels)
         self.transform = transform
+        self.paste = paste
+        self.backgrounds = [i for i, label in enumerate(self.labels) if label == background_label]
 
     def __len__(self) -> int:
         return len(self.pictures)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
-        return self.transform(self.pictures[index]), self.labels[index], index
+        image = self.transform(self.pictures[index])
+        if self.paste and self.backgrounds and torch.rand(()) < self.paste.p:
+            other = self.backgrounds[int(torch.randint(len(self.backgrounds), ()))]
+            image = self.paste(image, self.transform(self.pictures[other]))
+        return image, self.labels[index], index
 
 
 class HotdogDataModule(L.LightningDataModule):
@@ -132,7 +159,13 @@ class HotdogDataModule(L.LightningDataModule):
             self.files["train"] = [paths[i] for i in train_idx]
             self.files["val"] = [paths[i] for i in val_idx]
             self.train_set = PictureDataset(
-                [pictures[i] for i in train_idx], [labels[i] for i in train_idx], augment
+                [pictures[i] for i in train_idx],
+                [labels[i] for i in train_idx],
+                augment,
+                paste=ScenePaste(self.augmentation.scene_paste)
+                if self.augmentation.scene_paste
+                else None,
+                background_label=self.background_label,
             )
             self.val_set = PictureDataset(
                 [pictures[i] for i in val_idx], [labels[i] for i in val_idx], plain
@@ -143,6 +176,11 @@ class HotdogDataModule(L.LightningDataModule):
             paths, pictures, labels = self._load_split("test")
             self.files["test"] = paths
             self.test_set = PictureDataset(pictures, labels, eval_transform(self.data_config))
+
+    @property
+    def background_label(self) -> int | None:
+        """The class that means "none of the others", if the classes have one."""
+        return self.classes.index(BACKGROUND_CLASS) if BACKGROUND_CLASS in self.classes else None
 
     def for_root(self, root: Path) -> HotdogDataModule:
         """The same preprocessing and loading settings over another data root."""

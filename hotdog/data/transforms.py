@@ -19,7 +19,14 @@ from torchvision.transforms.v2 import functional as F
 
 from hotdog.core.preprocessing import DataConfig, resize_short_side_image
 
-__all__ = ["Augmentation", "DataConfig", "eval_transform", "preprocess", "train_transform"]
+__all__ = [
+    "Augmentation",
+    "DataConfig",
+    "ScenePaste",
+    "eval_transform",
+    "preprocess",
+    "train_transform",
+]
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,10 @@ class Augmentation:
     # Probability of shrinking a crop to 35-80 % of its side and enlarging it back: the blur of
     # a small photo (a phone thumbnail, a stock picture 224 px wide) that evaluation upsamples.
     low_resolution: float = 0.0
+    # Probability of shrinking a training crop to 30-60 % of its side and pasting it at a random
+    # place in a crop of a random background-class photo; the label stays the pasted photo's.
+    # It shows the model a hot dog small in a busy scene, which the Kaggle photos rarely do.
+    scene_paste: float = 0.0
 
 
 class RandomLowResolution(nn.Module):
@@ -54,6 +65,30 @@ class RandomLowResolution(nn.Module):
         small = [max(8, round(height * factor)), max(8, round(width * factor))]
         shrunk = F.resize(picture, small, interpolation=InterpolationMode.BILINEAR, antialias=True)
         return F.resize(shrunk, [height, width], interpolation=InterpolationMode.BILINEAR)
+
+
+class ScenePaste:
+    """Paste a shrunken training crop into a crop of another photo (``scene_paste`` above).
+
+    Both crops are the output of the training transform (normalised, ``train_size`` square).
+    Backgrounds come from the background class only ("not hot dog"), and photos of that class
+    are pasted too, so a pasted rectangle is no cue to the label; the label is always the
+    pasted photo's, since what a background-class photo shows is absence.
+    """
+
+    def __init__(self, p: float, scale: tuple[float, float] = (0.3, 0.6)) -> None:
+        self.p, self.scale = p, scale
+
+    def __call__(self, foreground: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+        height, width = background.shape[-2:]
+        factor = float(torch.empty(()).uniform_(*self.scale))
+        small_h, small_w = max(8, round(height * factor)), max(8, round(width * factor))
+        small = F.resize(foreground, [small_h, small_w], antialias=True)
+        top = int(torch.randint(0, height - small_h + 1, ()))
+        left = int(torch.randint(0, width - small_w + 1, ()))
+        scene = background.clone()
+        scene[..., top : top + small_h, left : left + small_w] = small
+        return scene
 
 
 def resize_short_side(image: Image.Image, data_config: DataConfig) -> torch.Tensor:
