@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -36,3 +37,24 @@ def test_a_part_it_cannot_install_stops_the_run_with_one_sentence(tmp_path: Path
     [sentence] = done.stderr.strip().splitlines()
     assert sentence.startswith("Prometheus is missing (no promtool)")
     assert "apt-get install prometheus" in sentence
+
+
+# Programs .ci/run installs that the GitHub workflow provides another way or does not need.
+NOT_IN_WORKFLOW = {
+    "python3.11": "actions/setup-python",
+    "dockerd": "the container tests, which only .ci/run runs",
+    "debootstrap": "the container tests, which only .ci/run runs",
+}
+
+
+def test_the_github_workflow_provides_what_the_pytest_step_of_ci_run_uses():
+    """A system part added to .ci/run for the plain pytest run must reach ci.yml too."""
+    workflow = (ROOT / ".github" / "workflows" / "ci.yml").read_text()
+    programs = []
+    for line in (ROOT / ".ci" / "run").read_text().splitlines():
+        if line.startswith("install_system "):
+            words = shlex.split(line)[2:]  # after the function and the part's name
+            programs += words[: words.index("--")]
+    assert {"chromium", "chromedriver", "prometheus", "promtool"} <= set(programs)
+    missing = [p for p in programs if p not in NOT_IN_WORKFLOW and p not in workflow]
+    assert not missing, f"ci.yml does not install {missing}, which .ci/run installs"

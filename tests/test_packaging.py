@@ -125,3 +125,111 @@ def test_train_cli_from_a_wheel_in_a_fresh_venv(wheel: Path, tmp_path: Path):
     # Hydra's run folder lands under the working directory, as from a source checkout.
     (report,) = (workdir / "runs" / "debug").glob("*/metrics.json")
     assert "accuracy" in report.read_text()
+
+
+# A console script, the extras a user installs for it (README), and arguments that run it
+# without a cloud: its imports and, for hotdog-vertex, the whole job composition.
+SCRIPTS_AND_EXTRAS = [
+    (
+        "hotdog.cloud.vertex_job",
+        ["gcp"],
+        [
+            "--dry-run",
+            "vertex.project=p",
+            "vertex.staging_bucket=gs://b",
+            "vertex.image_uri=europe-west4-docker.pkg.dev/p/r/train:1",
+            "model=efficientnet_lite0",
+        ],
+    ),
+    ("hotdog.cloud.release", ["serve", "gcp"], ["--help"]),
+    ("hotdog.serve.__main__", ["serve"], ["--help"]),
+]
+
+# Run in a child: hide every installed third-party package outside the allowed distributions,
+# then run the script's main() as its console script would.
+ONLY_DECLARED = """
+import importlib.abc, importlib.metadata, json, runpy, sys
+allowed, module, argv = json.loads(sys.argv[1])
+allowed = set(allowed)
+owners = importlib.metadata.packages_distributions()
+
+def canonical(name):
+    return name.lower().replace("_", "-").replace(".", "-")
+
+class Undeclared(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path=None, target=None):
+        top = fullname.split(".")[0]
+        dists = owners.get(top)
+        if top != "hotdog" and dists and not {canonical(d) for d in dists} & allowed:
+            raise ModuleNotFoundError(f"{top} is not a dependency of the extras", name=top)
+        return None
+
+sys.meta_path.insert(0, Undeclared())
+sys.argv = [module, *argv]
+runpy.run_module(module, run_name="__main__")
+"""
+
+
+def _declared_distributions(extras: list[str]) -> set[str]:
+    """Every distribution the project's base dependencies and ``extras`` pull in, recursively:
+    hotdog's own from pyproject.toml (the source of truth), the rest from installed metadata."""
+    import importlib.metadata
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    todo: list[Requirement] = [Requirement(r) for r in project["dependencies"]]
+    wanted, done_extras = list(extras), set()
+    while wanted:
+        extra = wanted.pop()
+        if extra in done_extras:
+            continue
+        done_extras.add(extra)
+        for line in project["optional-dependencies"][extra]:
+            requirement = Requirement(line)
+            if requirement.name == "hotdog":
+                wanted += list(requirement.extras)
+            else:
+                todo.append(requirement)
+    seen: set[str] = set()
+    while todo:
+        requirement = todo.pop()
+        name = canonicalize_name(requirement.name)
+        if name in seen or (requirement.marker and not requirement.marker.evaluate({"extra": ""})):
+            continue
+        seen.add(name)
+        try:
+            requires = importlib.metadata.distribution(name).requires or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        for line in requires:
+            sub = Requirement(line)
+            if sub.marker is None or any(
+                sub.marker.evaluate({"extra": extra}) for extra in {"", *requirement.extras}
+            ):
+                todo.append(sub)
+    return seen
+
+
+@pytest.mark.parametrize(("module", "extras", "argv"), SCRIPTS_AND_EXTRAS)
+def test_a_console_script_runs_with_only_the_extras_the_readme_names(
+    module: str, extras: list[str], argv: list[str], tmp_path: Path
+):
+    """`pip install -e '.[gcp]'` must be enough for hotdog-vertex, and so on: every package a
+    script imports is declared in its extras (or pulled in by what they declare)."""
+    import json
+
+    allowed = sorted(_declared_distributions(extras))
+    assert "torch" not in allowed  # none of these needs PyTorch
+    result = subprocess.run(
+        [sys.executable, "-c", ONLY_DECLARED, json.dumps([allowed, module, argv])],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip()
