@@ -34,6 +34,7 @@ from torch import nn
 from hotdog import __version__
 from hotdog.core.answers import is_unsure, unsure_threshold
 from hotdog.core.artifact import ModelMetadata, model_version, sidecar_uri
+from hotdog.core.cli import output_folder, positive_int
 from hotdog.core.dataset import list_split
 from hotdog.core.errors import HotdogError, exit_on_user_error
 from hotdog.core.images import read_image
@@ -393,8 +394,7 @@ def export(
     labels = np.array([sample.label for sample in test_samples])
     calibration = random.Random(seed).sample(train_files, min(calibration_images, len(train_files)))
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(out_dir)
     fp32_path, int8_path = out / FP32_NAME, out / INT8_NAME
     for stale in (int8_path, sidecar_path(int8_path), Path(reference_uri(str(int8_path)))):
         stale.unlink(missing_ok=True)  # never leave an int8 model from an older checkpoint
@@ -518,13 +518,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument(
         "--calibration-images",
-        type=int,
+        type=positive_int,
         default=128,
         help="training photos that set the int8 activation ranges (default: %(default)s)",
     )
     parser.add_argument(
         "--image-size",
-        type=int,
+        type=positive_int,
         default=None,
         help="input size to serve at (default: the checkpoint's evaluation size)",
     )

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from hotdog.core.answers import answer
+from hotdog.core.cli import positive_int
 from hotdog.core.errors import HotdogError, exit_on_user_error
 from hotdog.core.images import UnreadableImageError, read_image
 from hotdog.data import preprocess
@@ -76,19 +77,12 @@ def predict_files(
     return sorted(results, key=lambda result: order[result["file"]])
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hotdog-predict", description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path, help="a checkpoint written by hotdog.train")
     parser.add_argument("paths", nargs="+", help="image files or folders")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
-    parser.add_argument("--batch-size", type=_positive_int, default=32)
+    parser.add_argument("--batch-size", type=positive_int, default=32)
     args = parser.parse_args(argv)
 
     with exit_on_user_error():

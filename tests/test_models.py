@@ -242,5 +242,15 @@ def test_bad_checkpoints_get_one_sentence(tmp_path: Path):
         load_classifier(tmp_path / "missing.ckpt")
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_text("not a checkpoint")
-    with pytest.raises(HotdogError, match="not a hotdog checkpoint"):
-        load_classifier(garbage)
+    empty = tmp_path / "empty.ckpt"
+    empty.write_bytes(b"")
+    for bad in (garbage, empty):
+        with pytest.raises(HotdogError) as caught:
+            load_classifier(bad)
+        message = str(caught.value)
+        assert (
+            "not a hotdog checkpoint (it is empty, corrupt or not a PyTorch checkpoint)" in message
+        )
+        assert "\n" not in message and "file an issue" not in message.lower()
+    with pytest.raises(HotdogError, match="is a folder; pass the checkpoint file in it"):
+        load_classifier(tmp_path)

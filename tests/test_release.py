@@ -93,6 +93,14 @@ def test_versions_are_immutable_and_checked(gcs: str, tmp_path: Path, capsys):
     assert code == 2 and "Version v1 cannot be deployed" in err and "Traceback" not in err
 
 
+def test_a_bucket_that_cannot_be_written_is_one_sentence(gcs: str, tmp_path: Path, capsys):
+    model = export_dir(tmp_path, b"model")
+    code, _, err = cli(capsys, "publish", str(model), "--bucket", "gs://no-such-bucket")
+    assert code == 2 and "Traceback" not in err and err.count("\n") == 1
+    assert err.startswith("error: Cannot write to gs://no-such-bucket (")
+    assert "check that the bucket exists and that credentials with write access" in err
+
+
 def test_nothing_to_publish_or_roll_back_is_one_sentence(gcs: str, tmp_path: Path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()

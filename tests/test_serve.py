@@ -338,6 +338,8 @@ def _upload(emulator: str, path: Path, name: str) -> None:
         ({"HOTDOG_BACKEND": "tensorflow"}, "is not a backend; use 'onnx' or 'torch'"),
         ({"AIP_PREDICT_ROUTE": "predict"}, "AIP_PREDICT_ROUTE='predict' must be a path starting"),
         ({"HOTDOG_WORKERS": "2"}, "HOTDOG_WORKERS=2 is not supported: the service runs one"),
+        ({"HOTDOG_PORT": "99999"}, "Port 99999 (HOTDOG_PORT, AIP_HTTP_PORT or PORT) is not a TCP"),
+        ({"HOTDOG_LOG_LEVEL": "loud"}, "HOTDOG_LOG_LEVEL='loud' is not a log level; use one of"),
     ],
 )
 def test_start_up_errors_are_one_sentence(env: dict[str, str], message: str):
@@ -356,6 +358,10 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch):
     assert Settings.from_env().port == 8080
     monkeypatch.setenv("HOTDOG_PORT", "7000")  # and the service's own over both
     assert Settings.from_env().port == 7000
+    monkeypatch.setenv("HOTDOG_LOG_LEVEL", "WARNING")  # any case; uvicorn wants lower case
+    assert Settings.from_env().log_level == "warning"
+    monkeypatch.setenv("HOTDOG_PORT", "0")  # any free port
+    assert Settings.from_env().port == 0
     monkeypatch.setenv("HOTDOG_MAX_BATCH", "0")
     with pytest.raises(SettingsError, match="HOTDOG_MAX_BATCH=0 must be positive"):
         Settings.from_env()

@@ -4,6 +4,7 @@ against aiplatform_v1 types; Vertex AI itself is replaced by a recording client.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -115,6 +116,20 @@ class RecordingJobService:
     def create_custom_job(self, parent: str, custom_job: aiplatform_v1.CustomJob):
         RecordingJobService.calls.append((self.endpoint, parent, custom_job))
         return aiplatform_v1.CustomJob(name=f"{parent}/customJobs/123")
+
+
+def test_submitting_without_credentials_is_one_sentence(capsys, monkeypatch, tmp_path: Path):
+    """The real client and Google's real credential lookup, with nothing to find."""
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "gcloud"))
+    monkeypatch.setenv("NO_GCE_CHECK", "True")  # no metadata server to ask on this machine
+    with pytest.raises(SystemExit) as stop:
+        vertex_job.main(SETTINGS)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "Traceback" not in err
+    assert err.startswith("error: No Google Cloud credentials were found; run `gcloud auth")
+    assert err.count("\n") == 1
 
 
 def test_submit_sends_the_validated_job_to_the_regional_endpoint(capsys, monkeypatch):

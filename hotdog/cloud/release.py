@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,23 @@ def _fs(uri: str) -> Any:
     return fsspec.core.url_to_fs(uri)[0]
 
 
+@contextmanager
+def _writing(bucket: str) -> Iterator[None]:
+    """Turn a failed write to the bucket into one sentence (gcsfs raises many types for auth,
+    network and permission failures)."""
+    try:
+        yield
+    except HotdogError:
+        raise
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ReleaseError(
+            f"Cannot write to {bucket} ({type(error).__name__}{': ' + reason if reason else ''}); "
+            "check that the bucket exists and that credentials with write access to it are "
+            "available (GOOGLE_APPLICATION_CREDENTIALS or gcloud auth application-default login)."
+        ) from error
+
+
 def version_uri(bucket: str, version: str) -> str:
     return f"{bucket.rstrip('/')}/models/{version}"
 
@@ -55,16 +74,18 @@ def publish(export_dir: Path, bucket: str, version: str | None = None) -> str:
         raise ReleaseError(f"Nothing to publish: {error}") from None
     version = version or time.strftime("%Y%m%d-%H%M%S-") + artifact.metadata.sha256[:8]
     target = version_uri(bucket, version)
-    fs = _fs(target)
-    if fs.exists(f"{target}/{MODEL_NAME}"):
-        raise ReleaseError(
-            f"{target} already exists and versions are immutable; publish under a new --version."
-        )
-    # The sidecar last: a version without its sidecar is never mistaken for a complete one.
-    with fs.open(f"{target}/{MODEL_NAME}", "wb") as out:
-        out.write(artifact.data)
-    with fs.open(sidecar_uri(f"{target}/{MODEL_NAME}"), "wb") as out:
-        out.write(read_bytes(sidecar_uri(str(model))))
+    with _writing(bucket):
+        fs = _fs(target)
+        if fs.exists(f"{target}/{MODEL_NAME}"):
+            raise ReleaseError(
+                f"{target} already exists and versions are immutable; publish under a new "
+                "--version."
+            )
+        # The sidecar last: a version without its sidecar is never mistaken for a complete one.
+        with fs.open(f"{target}/{MODEL_NAME}", "wb") as out:
+            out.write(artifact.data)
+        with fs.open(sidecar_uri(f"{target}/{MODEL_NAME}"), "wb") as out:
+            out.write(read_bytes(sidecar_uri(str(model))))
     return target
 
 
@@ -77,7 +98,7 @@ def read_releases(bucket: str) -> list[dict[str, str]]:
 
 def record_release(bucket: str, entry: dict[str, str]) -> None:
     releases = [*read_releases(bucket), entry | {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ")}]
-    with _fs(bucket).open(releases_uri(bucket), "w") as out:
+    with _writing(bucket), _fs(bucket).open(releases_uri(bucket), "w") as out:
         json.dump(releases, out, indent=1)
 
 
@@ -148,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     for command in commands.choices.values():
         command.add_argument("--bucket", required=True, help="gs://BUCKET holding models/")
     args = parser.parse_args(argv)
+    # gcsfs logs each failed attempt with its traceback; the one sentence below says it all.
+    logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
     with exit_on_user_error():
         if args.command == "publish":
             print(publish(args.export_dir, args.bucket, args.version))

@@ -47,6 +47,10 @@ class JobSpecError(HotdogError):
     """The job's settings are missing or not something Vertex AI accepts."""
 
 
+class VertexJobError(HotdogError):
+    """The job could not be submitted: no credentials, or Vertex AI refused it."""
+
+
 def split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
     """(job overrides, training overrides)."""
     job = [o for o in overrides if o.lstrip("+~").split("=", 1)[0].split(".")[0] == "vertex"]
@@ -186,14 +190,31 @@ def validate(custom_job: dict[str, Any]) -> Any:
 
 
 def submit(custom_job: Any, project: str, region: str) -> str:
+    """Create the job on Vertex AI; a missing credential or a refusal is one sentence."""
+    from google.api_core import exceptions as api_errors
+    from google.auth import exceptions as auth_errors
     from google.cloud import aiplatform_v1
 
-    client = aiplatform_v1.JobServiceClient(
-        client_options={"api_endpoint": f"{region}-aiplatform.googleapis.com"}
-    )
-    created = client.create_custom_job(
-        parent=f"projects/{project}/locations/{region}", custom_job=custom_job
-    )
+    try:
+        client = aiplatform_v1.JobServiceClient(
+            client_options={"api_endpoint": f"{region}-aiplatform.googleapis.com"}
+        )
+        created = client.create_custom_job(
+            parent=f"projects/{project}/locations/{region}", custom_job=custom_job
+        )
+    except auth_errors.DefaultCredentialsError:
+        raise VertexJobError(
+            "No Google Cloud credentials were found; run `gcloud auth application-default "
+            "login` or set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file, then "
+            "submit again."
+        ) from None
+    except (auth_errors.GoogleAuthError, api_errors.GoogleAPIError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise VertexJobError(
+            f"Vertex AI did not accept the job in project {project}, region {region} "
+            f"({reason}); check the project, the region and the account's roles, or try "
+            "--dry-run to see the job."
+        ) from error
     return created.name
 
 

@@ -371,6 +371,11 @@ def _batch_mixing(
 def load_classifier(path: str | Path, map_location: str = "cpu") -> HotdogClassifier:
     """Load a checkpoint written by ``hotdog.train`` for inference; no Hydra config needed."""
     path = Path(path)
+    if path.is_dir():
+        raise HotdogError(
+            f"{path} is a folder; pass the checkpoint file in it (checkpoints/best.ckpt of a "
+            "training run)."
+        )
     if not path.is_file():
         raise HotdogError(
             f"Checkpoint {path} does not exist; pass the checkpoints/best.ckpt of a training run."
@@ -389,6 +394,21 @@ def load_classifier(path: str | Path, map_location: str = "cpu") -> HotdogClassi
         pickle.UnpicklingError,
     ) as error:
         raise HotdogError(
-            f"{path} is not a hotdog checkpoint ({error}); pass one written by hotdog.train."
+            f"{path} is not a hotdog checkpoint ({_short_reason(error)}); pass one written by "
+            "hotdog.train."
         ) from error
     return model.eval()
+
+
+def _short_reason(error: BaseException) -> str:
+    """One line on why a file did not load: PyTorch's own texts run to several lines of advice
+    meant for code that loads untrusted pickles, and a file that is not a pickle at all gives
+    a bare ``KeyError`` of a byte value."""
+    text = str(error).strip()
+    unreadable = isinstance(error, pickle.UnpicklingError | EOFError) or (
+        isinstance(error, KeyError) and not (error.args and isinstance(error.args[0], str))
+    )
+    if unreadable or "weights only load failed" in text.lower():
+        return "it is empty, corrupt or not a PyTorch checkpoint"
+    first = text.splitlines()[0] if text else type(error).__name__
+    return first if len(first) <= 120 else first[:117] + "..."

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from hotdog.core.cli import output_folder, positive_int, probability
 from hotdog.core.errors import HotdogError, exit_on_user_error
 from hotdog.monitor.drift import ALPHA, PERMUTATIONS, detect_drift
 from hotdog.monitor.profile import read_records
@@ -36,8 +37,7 @@ def drift(args: argparse.Namespace) -> int:
     reference = read_records(_existing(args.reference, "Reference profile"))
     current = read_records(_existing(args.current, "Prediction log"))
     result = detect_drift(reference, current, alpha=args.alpha, permutations=args.permutations)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(args.out)
     summary = result.summary()
     (out / "drift.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "drift.html").write_text(render_html(result, args.reference, args.current))
@@ -63,8 +63,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     command.add_argument("--reference", required=True, help="the model's *.reference.jsonl")
     command.add_argument("--current", required=True, help="a prediction log file or folder")
     command.add_argument("--out", default="reports/drift", help="folder for drift.html/json")
-    command.add_argument("--alpha", type=float, default=ALPHA, help="false-alarm rate")
-    command.add_argument("--permutations", type=int, default=PERMUTATIONS)
+    command.add_argument("--alpha", type=probability, default=ALPHA, help="false-alarm rate")
+    command.add_argument("--permutations", type=positive_int, default=PERMUTATIONS)
     args = parser.parse_args(argv)
     with exit_on_user_error():
         sys.exit(drift(args))

@@ -12,6 +12,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from hotdog.core.cli import positive_int
 from hotdog.core.errors import exit_on_user_error
 from hotdog.monitor.prediction_log import PredictionLogSettings
 from hotdog.serve.settings import ENV_PREFIX, Settings
@@ -22,8 +23,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--model", dest="model_uri", help="path or gs:// URI of the model")
     parser.add_argument("--backend", choices=["onnx", "torch"])
     parser.add_argument("--host")
-    parser.add_argument("--port", type=int)
-    parser.add_argument("--threads", type=int)
+    parser.add_argument("--port", type=int, help="0 for any free port")
+    parser.add_argument("--threads", type=positive_int)
     args = parser.parse_args(argv)
     for name, value in vars(args).items():
         if value is not None:

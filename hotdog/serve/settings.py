@@ -22,6 +22,10 @@ ENV_PREFIX = "HOTDOG_"
 VERTEX_MAX_PAYLOAD_BYTES = 1_500_000
 
 
+MAX_PORT = 65535
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
 class SettingsError(HotdogError):
     """An environment variable has a value the service cannot use."""
 
@@ -78,6 +82,7 @@ class Settings(BaseSettings):
     health_route: str = _env("health_route", "AIP_HEALTH_ROUTE", default="/v1/models/hotdog")
     # Seconds requests in flight get to finish after SIGTERM (Cloud Run allows 10 before SIGKILL).
     shutdown_grace_s: float = 8.0
+    # One of LOG_LEVELS, in any case.
     log_level: str = "info"
     # One log line per request; off by default (Cloud Run logs requests itself).
     access_log: bool = False
@@ -98,6 +103,11 @@ class Settings(BaseSettings):
         if self.storage_uri:
             return f"{self.storage_uri.rstrip('/')}/{self.model_file}"
         return self.model_uri
+
+    @field_validator("log_level")
+    @classmethod
+    def _lower_case(cls, level: str) -> str:
+        return level.lower()
 
     @field_validator("predict_route", "health_route")
     @classmethod
@@ -136,6 +146,16 @@ class Settings(BaseSettings):
             )
         if self.threads < 1:
             raise SettingsError(f"HOTDOG_THREADS={self.threads} must be 1 or more.")
+        if not 0 <= self.port <= MAX_PORT:
+            raise SettingsError(
+                f"Port {self.port} (HOTDOG_PORT, AIP_HTTP_PORT or PORT) is not a TCP port; use "
+                f"1 to {MAX_PORT}, or 0 for any free one."
+            )
+        if self.log_level not in LOG_LEVELS:
+            raise SettingsError(
+                f"HOTDOG_LOG_LEVEL={self.log_level!r} is not a log level; use one of "
+                f"{', '.join(LOG_LEVELS)}."
+            )
 
 
 def _sentence(error: ValidationError) -> str:
