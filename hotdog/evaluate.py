@@ -17,11 +17,13 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from hotdog.core.errors import HotdogError, exit_on_user_error
+from hotdog.core.overrides import check_override_types
 from hotdog.data import HotdogDataModule
 from hotdog.models import HotdogClassifier, load_classifier
 from hotdog.report import write_report
@@ -199,6 +201,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path="configs", config_name="eval")
 def main(cfg: DictConfig) -> None:
     with exit_on_user_error():
+        check_override_types("eval", HydraConfig.get().overrides.task, cfg)
         report = evaluate(cfg)
     if report:
         summary = {key: report[key] for key in ("accuracy", "f1", "auroc")}

@@ -15,12 +15,14 @@ from typing import Any
 
 import hydra
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
 from hotdog.cloud.vertex_runtime import adapt_to_vertex, save_model_outputs
 from hotdog.core.errors import HotdogError, exit_on_user_error
+from hotdog.core.overrides import check_override_types
 from hotdog.evaluate import test_and_report_all
 from hotdog.models import HotdogClassifier
 from hotdog.utils import instantiate_callbacks, instantiate_loggers, save_run_files
@@ -136,6 +138,7 @@ def _plain(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     with exit_on_user_error(), discard_run_folder_on_error():
+        check_override_types("train", HydraConfig.get().overrides.task, cfg)
         metrics, _ = train(cfg)
         # Only a fit logs the metric: evaluating a checkpoint (train=false) optimises nothing.
         return optimized_value(metrics, cfg.get("optimized_metric") if cfg.get("train") else None)

@@ -84,6 +84,7 @@ def test_settings_come_from_the_environment(capsys, monkeypatch):
         ([*SETTINGS, "vertex.accelerator_count=1"], "go together"),
         ([*SETTINGS, "vertex.staging_bucket=my-bucket"], "must be a gs:// URI"),
         ([*SETTINGS, "model=no_such_model"], "no_such_model"),
+        ([*SETTINGS, "trainer.max_epochs=abc"], "trainer.max_epochs must be a whole number"),
     ],
 )
 def test_bad_settings_are_refused_before_submission(capsys, monkeypatch, overrides, message):

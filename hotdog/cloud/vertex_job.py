@@ -21,6 +21,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from hotdog.core.errors import HotdogError, exit_on_user_error
+from hotdog.core.overrides import check_override_types
 
 CONFIG_MODULE = "hotdog.configs"
 # Machine families Vertex AI custom training offers, and the family each GPU needs.
@@ -65,7 +66,8 @@ def compose_job(job_overrides: Sequence[str], training_overrides: Sequence[str])
     try:
         with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
             cfg = compose("vertex_job", overrides=list(job_overrides))
-            compose("train", overrides=list(training_overrides))
+            training = compose("train", overrides=list(training_overrides))
+            check_override_types("train", training_overrides, training)
     except HydraException as error:
         raise JobSpecError(f"{error}".splitlines()[0].rstrip(".") + ".") from None
     return cfg.vertex

@@ -1,0 +1,63 @@
+"""Command-line overrides whose value has the wrong type, caught before anything runs.
+
+Hydra takes ``optimizer.lr=abc`` as the string ``"abc"``, and the run then fails deep inside
+PyTorch with a traceback. Here each ``key=value`` override is compared with the value the same
+configuration holds without it: a string where that default is a number or a boolean is refused
+in one sentence. Needs Hydra and OmegaConf (the ``train`` or ``gcp`` extra), not PyTorch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hotdog.core.errors import HotdogError
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+class OverrideTypeError(HotdogError):
+    """An override's value is not of the type its setting takes."""
+
+
+def _key(override: str) -> str | None:
+    """The dotted key an ``key=value`` override sets; None for deletions and Hydra's own keys."""
+    if override.startswith("~") or "=" not in override:
+        return None
+    key = override.split("=", 1)[0].lstrip("+")
+    return None if key.startswith("hydra.") or "@" in key else key
+
+
+def _is_group_choice(key: str) -> bool:
+    return "." not in key and (CONFIG_DIR / key).is_dir()
+
+
+def check_override_types(config_name: str, overrides: Sequence[str], cfg: Any) -> None:
+    """Raise :class:`OverrideTypeError` for the first override in ``overrides`` that puts a
+    string where ``config_name`` (composed with the same config-group choices) has a number or
+    a boolean. Call it where Hydra's compose API is initialised (inside ``hydra.main`` too)."""
+    from hydra import compose
+    from omegaconf import OmegaConf
+
+    values = [(o, k) for o in overrides if (k := _key(o)) and not _is_group_choice(k)]
+    if not values:
+        return
+    choices = [o for o in overrides if (k := _key(o)) and _is_group_choice(k)]
+    defaults = compose(config_name, overrides=choices)
+    for override, key in values:
+        default = OmegaConf.select(defaults, key, default=None, throw_on_missing=False)
+        value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        if not isinstance(value, str) or not isinstance(default, bool | int | float):
+            continue
+        kind = (
+            "true or false"
+            if isinstance(default, bool)
+            else "a whole number"
+            if isinstance(default, int)
+            else "a number"
+        )
+        raise OverrideTypeError(
+            f"In {override}, {key} must be {kind} (its default is {default}); fix the value "
+            "and run again."
+        )
