@@ -88,7 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     with exit_on_user_error():
         files = expand_paths(args.paths)
         if not files:
-            raise HotdogError(f"No images found in {', '.join(args.paths)}.")
+            raise HotdogError(
+                f"No images found in {', '.join(args.paths)}; pass image files or folders "
+                f"holding them ({', '.join(sorted(IMAGE_SUFFIXES))})."
+            )
         model = load_classifier(args.checkpoint)
         results = predict_files(model, files, args.batch_size)
 

@@ -154,10 +154,15 @@ def test_predict_cli_reports_bad_files_and_goes_on(run_main, checkpoint: Path, t
     [
         (["missing.ckpt", str(SAMPLE)], "Checkpoint missing.ckpt does not exist"),
         (["CKPT", "no/such/photo.jpg"], "no/such/photo.jpg does not exist"),
+        (["CKPT", "EMPTY"], "pass image files or folders holding them (.bmp, .gif, .jpeg"),
+        (["CKPT_FOLDER", str(SAMPLE)], "is a folder; pass the checkpoint file in it"),
     ],
 )
-def test_predict_cli_user_errors_are_one_sentence(run_main, checkpoint: Path, args, message):
-    args = [str(checkpoint) if a == "CKPT" else a for a in args]
+def test_predict_cli_user_errors_are_one_sentence(
+    run_main, checkpoint: Path, args, message, tmp_path: Path
+):
+    given = {"CKPT": str(checkpoint), "CKPT_FOLDER": str(checkpoint.parent), "EMPTY": str(tmp_path)}
+    args = [given.get(a, a) for a in args]
     done = run_main("hotdog.predict", *args)
     assert done.returncode == 2
     assert message in done.stderr and "Traceback" not in done.stderr

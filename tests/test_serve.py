@@ -338,6 +338,7 @@ def _upload(emulator: str, path: Path, name: str) -> None:
         ({"HOTDOG_BACKEND": "tensorflow"}, "is not a backend; use 'onnx' or 'torch'"),
         ({"AIP_PREDICT_ROUTE": "predict"}, "AIP_PREDICT_ROUTE='predict' must be a path starting"),
         ({"HOTDOG_WORKERS": "2"}, "HOTDOG_WORKERS=2 is not supported: the service runs one"),
+        ({"HOTDOG_MODEL_URI": "runs/x/best.ckpt"}, "is a training checkpoint, not an exported"),
         ({"HOTDOG_PORT": "99999"}, "Port 99999 (HOTDOG_PORT, AIP_HTTP_PORT or PORT) is not a TCP"),
         ({"HOTDOG_LOG_LEVEL": "loud"}, "HOTDOG_LOG_LEVEL='loud' is not a log level; use one of"),
     ],

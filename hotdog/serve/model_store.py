@@ -63,6 +63,11 @@ def read_bytes(uri: str) -> bytes:
 
 def fetch_model(uri: str) -> ModelArtifact:
     """The exported model at ``uri`` with its sidecar, after checking the model's SHA-256."""
+    if uri.endswith(".ckpt"):
+        raise ModelLoadError(
+            f"{uri} is a training checkpoint, not an exported model; serve it with "
+            "--backend torch (HOTDOG_BACKEND=torch), or export it with `python -m hotdog.export`."
+        )
     data = read_bytes(uri)
     metadata = ModelMetadata.from_json(read_bytes(sidecar_uri(uri)), source=sidecar_uri(uri))
     expected = metadata.sha256
