@@ -91,6 +91,15 @@ def test_versions_are_immutable_and_checked(gcs: str, tmp_path: Path, capsys):
         capsys, "deploy", "v1", "--bucket", BUCKET, "--image", IMAGE, "--service-account", ACCOUNT
     )
     assert code == 2 and "Version v1 cannot be deployed" in err and "Traceback" not in err
+    assert "sidecar expects" in err and err.count("\n") == 1
+    code, _, err = cli(
+        capsys, "deploy", "v9", "--bucket", BUCKET, "--image", IMAGE, "--service-account", ACCOUNT
+    )
+    assert code == 2 and err.count("\n") == 1
+    assert (
+        f"Version v9 cannot be deployed ({BUCKET}/models/v9/model.int8.onnx does not exist)" in err
+    )
+    assert "publish the model with `hotdog-release publish`" in err
 
 
 def test_a_bucket_that_cannot_be_written_is_one_sentence(gcs: str, tmp_path: Path, capsys):

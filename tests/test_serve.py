@@ -338,6 +338,10 @@ def _upload(emulator: str, path: Path, name: str) -> None:
         ({"HOTDOG_BACKEND": "tensorflow"}, "is not a backend; use 'onnx' or 'torch'"),
         ({"AIP_PREDICT_ROUTE": "predict"}, "AIP_PREDICT_ROUTE='predict' must be a path starting"),
         ({"HOTDOG_WORKERS": "2"}, "HOTDOG_WORKERS=2 is not supported: the service runs one"),
+        (
+            {"AIP_STORAGE_URI": "no/such/folder"},
+            "AIP_STORAGE_URI=no/such/folder is set, so the model is read from no/such/folder/",
+        ),
         ({"HOTDOG_MODEL_URI": "runs/x/best.ckpt"}, "is a training checkpoint, not an exported"),
         ({"HOTDOG_PORT": "99999"}, "Port 99999 (HOTDOG_PORT, AIP_HTTP_PORT or PORT) is not a TCP"),
         ({"HOTDOG_LOG_LEVEL": "loud"}, "HOTDOG_LOG_LEVEL='loud' is not a log level; use one of"),

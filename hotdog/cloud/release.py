@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hotdog.core.artifact import sidecar_uri
-from hotdog.core.errors import HotdogError, exit_on_user_error
+from hotdog.core.errors import HotdogError, exit_on_user_error, problem
 from hotdog.serve.model_store import ModelLoadError, fetch_model, read_bytes
 
 MODEL_NAME = "model.int8.onnx"
@@ -129,7 +129,10 @@ def deploy(
     try:
         fetch_model(model_uri)
     except HotdogError as error:
-        raise ReleaseError(f"Version {version} cannot be deployed: {error}") from None
+        raise ReleaseError(
+            f"Version {version} cannot be deployed ({problem(error)}); publish the model with "
+            "`hotdog-release publish` (under a new version), or deploy another published one."
+        ) from None
     out.write_text(
         render_service(
             template.read_text(), image, model_uri, service_account, prediction_log_uri(bucket)

@@ -15,6 +15,14 @@ class HotdogError(Exception):
     """
 
 
+def problem(error: HotdogError) -> str:
+    """What went wrong, without the advice: the part of a one-sentence message before its ";".
+
+    For a caller that knows better advice for its own context and wraps the message in its own.
+    """
+    return str(error).split("; ", 1)[0].rstrip(".")
+
+
 def user_error_in(error: BaseException | None) -> HotdogError | None:
     """The :class:`HotdogError` behind ``error``, also when a wrapper (Hydra's instantiate)
     raised it from one."""

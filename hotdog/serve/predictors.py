@@ -15,6 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from hotdog.core.artifact import ModelMetadata, model_version
+from hotdog.core.errors import problem
 from hotdog.serve.model_store import ModelLoadError, fetch_model, read_bytes
 from hotdog.serve.settings import Settings
 
@@ -38,7 +39,18 @@ class OnnxPredictor:
     def __init__(self, settings: Settings) -> None:
         import onnxruntime as ort
 
-        artifact = fetch_model(settings.model_location)
+        try:
+            artifact = fetch_model(settings.model_location)
+        except ModelLoadError as error:
+            if not settings.storage_uri:
+                raise
+            # Vertex AI's folder wins over HOTDOG_MODEL_URI, so say where the model was sought.
+            raise ModelLoadError(
+                f"AIP_STORAGE_URI={settings.storage_uri} is set, so the model is read from "
+                f"{settings.model_location}, which failed ({problem(error)}); put "
+                f"{settings.model_file} and its .json sidecar there, or unset AIP_STORAGE_URI "
+                "to serve HOTDOG_MODEL_URI."
+            ) from None
         self.metadata = artifact.metadata
         options = ort.SessionOptions()
         options.intra_op_num_threads = settings.threads
