@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import tempfile
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,6 +26,12 @@ from hotdog.data.transforms import DataConfig, resize_short_side
 DECODER_VERSION = 1
 
 log = logging.getLogger(__name__)
+
+# np.load parses each header with ast.literal_eval, and CPython 3.11's AST construction is not
+# safe from several threads at once: it fails now and then with "SystemError: AST constructor
+# recursion depth mismatch" (python/cpython#106905). Reading a header is short; decoding, the
+# slow part that the threads are for, stays parallel.
+_HEADER_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -58,7 +65,9 @@ class ImageCache:
         entry = self._entry(content)
         if entry is not None and entry.is_file():
             try:
-                return DecodedImage(path, torch.from_numpy(np.load(entry)))
+                with _HEADER_LOCK:
+                    array = np.load(entry)
+                return DecodedImage(path, torch.from_numpy(array))
             except (OSError, ValueError):
                 pass  # a damaged entry is simply rebuilt
         try:
