@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hotdog.core.artifact import sidecar_uri
-from hotdog.core.errors import HotdogError, exit_on_user_error, problem
+from hotdog.core.errors import HotdogError, exit_on_user_error, first_line, problem
 from hotdog.serve.model_store import ModelLoadError, fetch_model, read_bytes
 
 MODEL_NAME = "model.int8.onnx"
@@ -49,7 +49,7 @@ def _writing(bucket: str) -> Iterator[None]:
     except HotdogError:
         raise
     except Exception as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        reason = first_line(error)
         raise ReleaseError(
             f"Cannot write to {bucket} ({type(error).__name__}{': ' + reason if reason else ''}); "
             "check that the bucket exists and that credentials with write access to it are "

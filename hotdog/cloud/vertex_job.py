@@ -20,7 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from hotdog.core.errors import HotdogError, exit_on_user_error
+from hotdog.core.errors import HotdogError, exit_on_user_error, first_line
 from hotdog.core.overrides import check_override_types
 
 CONFIG_MODULE = "hotdog.configs"
@@ -211,7 +211,7 @@ def submit(custom_job: Any, project: str, region: str) -> str:
             "submit again."
         ) from None
     except (auth_errors.GoogleAuthError, api_errors.GoogleAPIError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = first_line(error) or type(error).__name__
         raise VertexJobError(
             f"Vertex AI did not accept the job in project {project}, region {region} "
             f"({reason}); check the project, the region and the account's roles, or try "

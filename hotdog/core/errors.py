@@ -15,6 +15,13 @@ class HotdogError(Exception):
     """
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of ``error``'s text ("" when it has none): libraries' messages often run
+    to several lines of detail that a one-sentence message cannot carry."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ""
+
+
 def problem(error: HotdogError) -> str:
     """What went wrong, without the advice: the part of a one-sentence message before its ";".
 

@@ -32,7 +32,7 @@ from torchmetrics.classification import (
 
 from hotdog.core.answers import check_unsure_share, unsure_threshold
 from hotdog.core.artifact import CHECKPOINT_KEY, VALIDATION_FILES_KEY, InferenceInfo
-from hotdog.core.errors import HotdogError
+from hotdog.core.errors import HotdogError, first_line
 from hotdog.core.preprocessing import DataConfig
 from hotdog.models.backbones import create_backbone, timm_parts
 
@@ -410,5 +410,5 @@ def _short_reason(error: BaseException) -> str:
     )
     if unreadable or "weights only load failed" in text.lower():
         return "it is empty, corrupt or not a PyTorch checkpoint"
-    first = text.splitlines()[0] if text else type(error).__name__
+    first = first_line(error) or type(error).__name__
     return first if len(first) <= 120 else first[:117] + "..."
