@@ -29,7 +29,7 @@ from hotdog.models import HotdogClassifier, load_classifier
 from hotdog.report import write_report
 from hotdog.utils.instantiate import quiet_console
 from hotdog.utils.quiet import quiet_third_parties
-from hotdog.utils.run_info import save_run_files
+from hotdog.utils.run_info import discard_run_folder_on_error, save_run_files
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="eval")
 def main(cfg: DictConfig) -> None:
-    with exit_on_user_error():
+    with exit_on_user_error(), discard_run_folder_on_error():
         check_override_types("eval", HydraConfig.get().overrides.task, cfg)
         report = evaluate(cfg)
     if report:

@@ -169,6 +169,10 @@ def test_predict_cli_user_errors_are_one_sentence(
 
 
 def test_evaluate_cli_without_checkpoint_is_one_sentence(run_main, tmp_path: Path):
-    done = run_main("hotdog.evaluate", f"paths.output_dir={tmp_path}", f"hydra.run.dir={tmp_path}")
+    run_folder = tmp_path / "run"
+    done = run_main(
+        "hotdog.evaluate", f"paths.output_dir={run_folder}", f"hydra.run.dir={run_folder}"
+    )
     assert done.returncode == 2
     assert "No checkpoint given" in done.stderr and "Traceback" not in done.stderr
+    assert not run_folder.exists()  # a failed command leaves no run behind

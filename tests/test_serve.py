@@ -353,6 +353,45 @@ def test_start_up_errors_are_one_sentence(env: dict[str, str], message: str):
     assert message in done.stderr and "Traceback" not in done.stderr
 
 
+def test_refused_gs_model_is_one_sentence_without_gcsfs_tracebacks():
+    """A storage API that refuses the read (here a server answering 400 to everything) gets the
+    service's one sentence; gcsfs logs such a refusal with its traceback, which stays out of it."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    class Refusing(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b'{"error": {"code": 400, "message": "Invalid bucket name"}}'
+            self.send_response(400)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    storage = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    Thread(target=storage.serve_forever, daemon=True).start()
+    try:
+        done = run_cli(
+            "-m",
+            "hotdog.serve",
+            env={
+                "HOTDOG_PORT": "0",
+                "HOTDOG_MODEL_URI": "gs://hotdog-models/serve/model.int8.onnx",
+                "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{storage.server_address[1]}",
+            },
+            timeout=60,
+        )
+    finally:
+        storage.shutdown()
+    assert done.returncode == 1
+    assert "gs://hotdog-models/serve/model.int8.onnx cannot be read (" in done.stderr
+    assert "(HttpError: Invalid bucket name" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch):
     assert Settings.from_env() == Settings()
     for name, value in {"HOTDOG_THREADS": "1", "PORT": "9000", "HOTDOG_ACCESS_LOG": "yes"}.items():

@@ -36,6 +36,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # gcsfs logs each failed read of a gs:// model with its traceback; the service says what went
+    # wrong in one sentence (hotdog.serve.model_store) and keeps serving /health meanwhile.
+    logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
 
     import uvicorn
 

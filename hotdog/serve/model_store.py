@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hotdog.core.artifact import ModelMetadata, sidecar_uri
-from hotdog.core.errors import HotdogError
+from hotdog.core.errors import HotdogError, first_line
 
 
 class ModelLoadError(HotdogError):
@@ -55,9 +55,9 @@ def read_bytes(uri: str) -> bytes:
         ) from None
     except Exception as error:  # gcsfs raises many types for auth and network failures
         raise ModelLoadError(
-            f"{uri} cannot be read ({type(error).__name__}: {error}); check the bucket name and "
-            "that credentials are available (GOOGLE_APPLICATION_CREDENTIALS or the service "
-            "account of the machine)."
+            f"{uri} cannot be read ({type(error).__name__}: {first_line(error)}); check the "
+            "bucket name and that credentials are available (GOOGLE_APPLICATION_CREDENTIALS or "
+            "the service account of the machine)."
         ) from None
 
 
