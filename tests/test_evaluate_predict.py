@@ -176,3 +176,22 @@ def test_evaluate_cli_without_checkpoint_is_one_sentence(run_main, tmp_path: Pat
     assert done.returncode == 2
     assert "No checkpoint given" in done.stderr and "Traceback" not in done.stderr
     assert not run_folder.exists()  # a failed command leaves no run behind
+
+
+def test_evaluate_cli_bad_data_root_is_one_sentence_and_leaves_nothing(
+    run_main, checkpoint: Path, tmp_path: Path
+):
+    """The run's bookkeeping (config.yaml, run.json) is written before the data are read; a
+    failure there leaves no half run folder behind either."""
+    run_folder = tmp_path / "run"
+    done = run_main(
+        "hotdog.evaluate",
+        f"ckpt_path={checkpoint}",
+        f"data.root={tmp_path / 'nowhere'}",
+        f"paths.output_dir={run_folder}",
+        f"hydra.run.dir={run_folder}",
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert f"error: Data root {tmp_path / 'nowhere'} does not exist" in done.stderr
+    assert not run_folder.exists()

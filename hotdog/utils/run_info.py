@@ -66,18 +66,22 @@ def save_run_files(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
 
 @contextmanager
 def discard_run_folder_on_error() -> Iterator[None]:
-    """Remove the run folder Hydra made for this command if the run fails before writing anything
-    of its own (only Hydra's ``.hydra/`` and log are there), so a typo leaves no run behind."""
+    """Remove the run folder Hydra made for this command if the run fails before writing any
+    result (only Hydra's ``.hydra/``, the log and :func:`save_run_files`' bookkeeping are there),
+    so a typo leaves no run behind."""
     try:
         yield
     except Exception:
         from hydra.core.hydra_config import HydraConfig
 
         folder = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else None
-        if folder is not None and folder.is_dir() and _holds_only_hydra_files(folder):
+        if folder is not None and folder.is_dir() and _holds_only_bookkeeping(folder):
             shutil.rmtree(folder, ignore_errors=True)
         raise
 
 
-def _holds_only_hydra_files(folder: Path) -> bool:
-    return all(path.name == ".hydra" or path.suffix == ".log" for path in folder.iterdir())
+_BOOKKEEPING = {".hydra", "config.yaml", "run.json"}
+
+
+def _holds_only_bookkeeping(folder: Path) -> bool:
+    return all(path.name in _BOOKKEEPING or path.suffix == ".log" for path in folder.iterdir())
