@@ -22,6 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
+from hotdog.core.cli import output_folder
 from hotdog.core.errors import HotdogError, exit_on_user_error
 from hotdog.core.overrides import check_override_types
 from hotdog.data import HotdogDataModule
@@ -173,7 +174,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise HotdogError("No checkpoint given; pass ckpt_path=RUN/checkpoints/best.ckpt.")
     quiet_third_parties()
     model = load_classifier(cfg.ckpt_path)
-    output_dir = Path(cfg.paths.output_dir)
+    output_dir = output_folder(cfg.paths.output_dir, "paths.output_dir")
     save_run_files(cfg, output_dir)
     datamodule = instantiate(
         cfg.data, data_config=model.data_config.to_dict(), classes=model.class_names

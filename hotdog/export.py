@@ -34,7 +34,7 @@ from torch import nn
 from hotdog import __version__
 from hotdog.core.answers import is_unsure, unsure_threshold
 from hotdog.core.artifact import ModelMetadata, model_version, sidecar_uri
-from hotdog.core.cli import output_folder, positive_int
+from hotdog.core.cli import non_negative_float, output_file, output_folder, positive_int
 from hotdog.core.dataset import list_split
 from hotdog.core.errors import HotdogError, exit_on_user_error
 from hotdog.core.images import read_image
@@ -537,7 +537,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--report", default=None, help="also write the summary to this JSON file")
     parser.add_argument(
         "--max-int8-drop",
-        type=float,
+        type=non_negative_float,
         default=1.0,
         help="refuse an int8 model whose test accuracy is more points below float32's "
         "(default: %(default)s)",
@@ -546,6 +546,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(format="%(message)s")
     log.setLevel(logging.INFO)  # onnxruntime's quantizer logs a line per adjusted tensor at INFO
     with exit_on_user_error():
+        report = output_file(args.report, "--report") if args.report else None
         result = export(
             args.checkpoint,
             args.out,
@@ -567,9 +568,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         },
     }
     print(json.dumps(summary, indent=2))
-    if args.report:
-        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.report).write_text(json.dumps(summary, indent=2) + "\n")
+    if report is not None:
+        report.write_text(json.dumps(summary, indent=2) + "\n")
     if result.refused_int8:
         print(f"error: no int8 model written: {result.refused_int8}.", file=sys.stderr)
         sys.exit(1)

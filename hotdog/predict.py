@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from hotdog.core.answers import answer
-from hotdog.core.cli import positive_int
+from hotdog.core.cli import local_only, positive_int
 from hotdog.core.errors import HotdogError, exit_on_user_error
 from hotdog.core.images import UnreadableImageError, read_image
 from hotdog.data import preprocess
@@ -31,7 +31,7 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
     """Files as given, folders as the images below them (sorted); a missing path is an error."""
     found: list[Path] = []
     for raw in paths:
-        path = Path(raw)
+        path = local_only(raw, "Image")
         if path.is_dir():
             found += sorted(
                 p
@@ -79,7 +79,7 @@ def predict_files(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hotdog-predict", description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", type=Path, help="a checkpoint written by hotdog.train")
+    parser.add_argument("checkpoint", help="a checkpoint written by hotdog.train")
     parser.add_argument("paths", nargs="+", help="image files or folders")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("--batch-size", type=positive_int, default=32)

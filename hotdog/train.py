@@ -9,8 +9,8 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+import zipfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import hydra
@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
 from hotdog.cloud.vertex_runtime import adapt_to_vertex, save_model_outputs
+from hotdog.core.cli import local_only, output_folder
 from hotdog.core.errors import HotdogError, exit_on_user_error
 from hotdog.core.overrides import check_override_types
 from hotdog.evaluate import test_and_report_all
@@ -62,18 +63,31 @@ def _finish_wandb(exit_code: int) -> None:
         wandb.finish(exit_code=exit_code)
 
 
+def check_resumable(checkpoint: str) -> None:
+    """A checkpoint to resume from: a local file that is a whole PyTorch archive (a zip), checked
+    before the model and data are built, so a wrong or truncated file costs one sentence."""
+    path = local_only(checkpoint, "Checkpoint")
+    if not path.is_file():
+        raise HotdogError(
+            f"Checkpoint {path} does not exist; pass the last.ckpt of the run to resume."
+        )
+    if not zipfile.is_zipfile(path):
+        raise HotdogError(
+            f"Checkpoint {path} is truncated or not a checkpoint; pass the last.ckpt of the run "
+            "to resume, or train from the start without ckpt_path."
+        )
+
+
 @_closes_experiment_run
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Fit, then test the best checkpoint; return the metrics and the objects used."""
     adapt_to_vertex(cfg)  # inside a Vertex AI job: its checkpoint, model and log directories
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
-    output_dir = Path(cfg.paths.output_dir)
+    output_dir = output_folder(cfg.paths.output_dir, "paths.output_dir")
     resume = cfg.get("ckpt_path")
-    if resume and not Path(resume).is_file():
-        raise HotdogError(
-            f"Checkpoint {resume} does not exist; pass the last.ckpt of the run to resume."
-        )
+    if resume:
+        check_resumable(resume)
     quiet_third_parties()
 
     model = build_model(cfg)

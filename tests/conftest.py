@@ -288,6 +288,40 @@ def start_gcs_emulator(directory: Path, bucket: str) -> Iterator[str]:
         server.wait(10)
 
 
+@contextmanager
+def refusing_storage(status: int = 400, message: str = "Invalid request") -> Iterator[str]:
+    """A storage API on 127.0.0.1 that answers every read with ``status`` and ``message`` in
+    Google's error format (as GCS does a request it refuses); yields its URL for
+    STORAGE_EMULATOR_HOST."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    body = json.dumps({"error": {"code": status, "message": message}}).encode()
+
+    class Refusing(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    class Server(ThreadingHTTPServer):
+        def handle_error(self, request: object, client_address: object) -> None:
+            pass  # a client that hangs up early is not this server's problem
+
+    server = Server(("127.0.0.1", 0), Refusing)
+    Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture(scope="session")
 def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A GCS emulator with the bucket ``hotdog-models``."""

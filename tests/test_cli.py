@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from hotdog.core.cli import output_folder, positive_int, probability
+from hotdog.core.cli import (
+    local_only,
+    non_negative_float,
+    output_file,
+    output_folder,
+    positive_int,
+    probability,
+)
 from hotdog.core.errors import HotdogError
 
 
@@ -26,6 +33,37 @@ def test_positive_int_and_probability_refuse_with_what_is_wrong():
     ]:
         with pytest.raises(argparse.ArgumentTypeError, match=message):
             probability(text)
+
+
+def test_non_negative_float_refuses_negatives_and_nan():
+    assert non_negative_float("0") == 0.0 and non_negative_float("1.5") == 1.5
+    for text, message in [
+        ("-5", "must be 0 or more, not -5.0"),
+        ("nan", "0 or more"),
+        ("x", "a number"),
+    ]:
+        with pytest.raises(argparse.ArgumentTypeError, match=message):
+            non_negative_float(text)
+
+
+def test_urls_are_refused_where_only_local_files_work(tmp_path: Path):
+    assert local_only(tmp_path / "a.ckpt", "Checkpoint") == tmp_path / "a.ckpt"
+    # pathlib turns gs://b/x into gs:/b/x; both are recognised.
+    for url in ("gs://bucket/best.ckpt", Path("gs://bucket/best.ckpt"), "https://host/x.ckpt"):
+        with pytest.raises(HotdogError, match=r"is not on this machine; .* copy it here first"):
+            local_only(url, "Checkpoint")
+    with pytest.raises(HotdogError, match=r"gs://b/export is not a local folder; pass a folder"):
+        output_folder("gs://b/export")
+    with pytest.raises(HotdogError, match=r"gs://b/r.json is not a local file; pass a path"):
+        output_file("gs://b/r.json", "--report")
+    assert not (tmp_path / "gs:").exists()
+
+
+def test_output_file_is_checked_before_the_work(tmp_path: Path):
+    report = output_file(tmp_path / "new" / "report.json", "--report")
+    assert report.parent.is_dir() and not report.exists()
+    with pytest.raises(HotdogError, match=r"is a folder; pass a file path such as report.json"):
+        output_file(tmp_path, "--report")
 
 
 def test_output_folder_is_created_or_refused_in_one_sentence(tmp_path: Path):

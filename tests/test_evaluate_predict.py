@@ -156,6 +156,8 @@ def test_predict_cli_reports_bad_files_and_goes_on(run_main, checkpoint: Path, t
         (["CKPT", "no/such/photo.jpg"], "no/such/photo.jpg does not exist"),
         (["CKPT", "EMPTY"], "pass image files or folders holding them (.bmp, .gif, .jpeg"),
         (["CKPT_FOLDER", str(SAMPLE)], "is a folder; pass the checkpoint file in it"),
+        (["gs://bucket/best.ckpt", str(SAMPLE)], "gs://bucket/best.ckpt is not on this machine"),
+        (["CKPT", "gs://bucket/photo.jpg"], "Image gs://bucket/photo.jpg is not on this machine"),
     ],
 )
 def test_predict_cli_user_errors_are_one_sentence(

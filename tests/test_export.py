@@ -194,6 +194,26 @@ def test_cli_help_shows_the_defaults(run_main):
     assert "(default: models/export)" in done.stdout and "(default: 128)" in done.stdout
 
 
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--max-int8-drop", "-5"], "argument --max-int8-drop: must be 0 or more, not -5.0"),
+        (["--report", "FOLDER"], "is a folder; pass a file path such as report.json with --report"),
+        (["--out", "gs://bucket/export"], "gs://bucket/export is not a local folder; pass a"),
+    ],
+)
+def test_cli_bad_output_options_are_refused_before_the_export(
+    run_main, checkpoint: Path, tmp_path: Path, option: list[str], message: str
+):
+    # --max-int8-drop and --report are checked before the export starts; --out once the
+    # checkpoint and its data are found, before anything is written.
+    option = [str(tmp_path) if value == "FOLDER" else value for value in option]
+    done = run_main("hotdog.export", str(checkpoint), *option)
+    assert done.returncode == 2
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert not list(tmp_path.iterdir()) and not Path("gs:").exists()
+
+
 def test_cli_missing_data_root_is_one_sentence(run_main, checkpoint: Path):
     done = run_main("hotdog.export", str(checkpoint), "--data", "no/such/folder")
     assert done.returncode == 2

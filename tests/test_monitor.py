@@ -24,7 +24,7 @@ from hotdog.monitor.profile import (
     split_reference_half,
     write_records,
 )
-from tests.conftest import SAMPLE, run_cli
+from tests.conftest import SAMPLE, refusing_storage, run_cli
 
 VERSION = "tf_efficientnet_lite0-int8-0123456789ab"
 CLASSES = ["hot_dog", "not_hot_dog"]
@@ -162,6 +162,55 @@ def test_drift_cli_writes_report_and_counts_corrupt_lines(tmp_path: Path):
     assert 0 < brightness["floor"] < brightness["statistic"]  # the floor is reported beside it
     html = (out / "drift.html").read_text()
     assert "<svg" in html and "DRIFT" in html and "brightness" in html
+
+
+def test_drift_cli_reads_the_service_log_under_a_gs_prefix(tmp_path: Path, gcs_server: str):
+    """On Cloud Run the service writes its log as objects under gs://BUCKET/predictions (one
+    object per batch); the report reads them where they are, here from the GCS emulator."""
+    import os
+
+    import httpx
+
+    write_records(tmp_path / "reference.jsonl", _records(200, seed=0))
+    prefix = f"drift-{os.getpid()}/predictions"
+    batches = [_records(40, seed=5, brightness=0.25), _records(40, seed=6, brightness=0.25)]
+    for number, batch in enumerate(batches):
+        write_records(tmp_path / f"batch{number}.jsonl", batch)
+        httpx.post(
+            f"{gcs_server}/upload/storage/v1/b/hotdog-models/o",
+            params={"uploadType": "media", "name": f"{prefix}/2026-11-26/1000{number}-a.jsonl"},
+            content=(tmp_path / f"batch{number}.jsonl").read_bytes(),
+        ).raise_for_status()
+    env = {"STORAGE_EMULATOR_HOST": gcs_server, "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
+    reference = str(tmp_path / "reference.jsonl")
+    out = tmp_path / "report"
+    done = run_cli(
+        "-m", "hotdog.monitor", "drift", "--reference", reference,
+        "--current", f"gs://hotdog-models/{prefix}", "--out", str(out), env=env,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    summary = json.loads((out / "drift.json").read_text())
+    assert summary["drift"] and summary["current_records"] == 80 and summary["skipped_lines"] == 0
+    missing = run_cli(
+        "-m", "hotdog.monitor", "drift", "--reference", reference,
+        "--current", "gs://hotdog-models/no-such-prefix", "--out", str(out), env=env,
+    )  # fmt: skip
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert "Prediction log gs://hotdog-models/no-such-prefix does not exist; pass" in missing.stderr
+
+
+def test_drift_cli_on_a_bucket_it_cannot_read_is_one_sentence(tmp_path: Path):
+    write_records(tmp_path / "reference.jsonl", _records(50, seed=0))
+    with refusing_storage(status=400, message="Invalid bucket name") as url:
+        done = run_cli(
+            "-m", "hotdog.monitor", "drift", "--reference", str(tmp_path / "reference.jsonl"),
+            "--current", "gs://hotdog-models/predictions", "--out", str(tmp_path / "out"),
+            env={"STORAGE_EMULATOR_HOST": url, "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"},
+        )  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "Prediction log gs://hotdog-models/predictions cannot be read (" in done.stderr
+    assert "check the bucket name and that credentials are available" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize(

@@ -143,6 +143,7 @@ SCRIPTS_AND_EXTRAS = [
     ),
     ("hotdog.cloud.release", ["serve", "gcp"], ["--help"]),
     ("hotdog.serve.__main__", ["serve"], ["--help"]),
+    ("hotdog.monitor", ["monitor"], ["drift", "--help"]),
 ]
 
 # Run in a child: hide every installed third-party package outside the allowed distributions,

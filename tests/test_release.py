@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +15,7 @@ import yaml
 from hotdog.cloud import release
 from hotdog.core.artifact import InferenceInfo, ModelMetadata
 from hotdog.core.preprocessing import DataConfig
-from tests.conftest import ROOT, start_gcs_emulator
+from tests.conftest import ROOT, refusing_storage, start_gcs_emulator
 
 BUCKET = "gs://hotdog-models"
 IMAGE = "europe-west4-docker.pkg.dev/p/hotdog/api:abc1234"
@@ -119,3 +122,56 @@ def test_nothing_to_publish_or_roll_back_is_one_sentence(gcs: str, tmp_path: Pat
         capsys, "rollback", "--bucket", BUCKET, "--image", IMAGE, "--service-account", ACCOUNT
     )
     assert code == 2 and "records no release; deploy one first" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--bucket", "hotdog-models"],
+            "argument --bucket: must be gs://BUCKET, not 'hotdog-models'",
+        ),
+        (
+            ["--bucket", BUCKET, "--version", "bad/version name"],
+            "argument --version: may contain only letters, digits, '.', '-' and '_'",
+        ),
+    ],
+)
+def test_a_bad_bucket_or_version_is_refused_before_any_upload(
+    tmp_path: Path, capsys, args: list[str], message: str
+):
+    code, _, err = cli(capsys, "publish", str(export_dir(tmp_path, b"model")), *args)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_a_bucket_that_cannot_be_read_is_not_taken_for_an_empty_history(tmp_path: Path):
+    """A storage API that refuses every read must not look like "no release yet": rollback and
+    deploy say the bucket cannot be read, in one sentence."""
+    common = ["--bucket", BUCKET, "--image", IMAGE, "--service-account", ACCOUNT]
+    common += ["--out", str(tmp_path / "service.yaml")]
+    with refusing_storage() as url:
+        env = {**os.environ, "STORAGE_EMULATOR_HOST": url}
+        env["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
+        answers = {
+            command: subprocess.run(
+                [sys.executable, "-m", "hotdog.cloud.release", *command, *common],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=env,
+            )
+            for command in (("rollback",), ("deploy", "v1"))
+        }
+    rollback, deploy = answers[("rollback",)], answers[("deploy", "v1")]
+    assert rollback.returncode == 2 and "Traceback" not in rollback.stderr
+    assert f"{BUCKET}/models/releases.json cannot be read (HttpError: Invalid request" in (
+        rollback.stderr
+    )
+    assert "records no release" not in rollback.stderr
+    assert deploy.returncode == 2 and "Traceback" not in deploy.stderr
+    assert (
+        "Version v1 cannot be deployed: gs://hotdog-models/models/v1/model.int8.onnx cannot be"
+        in (deploy.stderr)
+    )
+    assert "publish the model" not in deploy.stderr
+    assert not (tmp_path / "service.yaml").exists()

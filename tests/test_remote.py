@@ -45,3 +45,9 @@ def test_problems_are_one_sentence(run_main, tmp_path: Path, gcs_server: str, re
     done = run_main("hotdog.pipeline.remote", "--repo", str(_repo(tmp_path, settings)))
     assert done.returncode == 2
     assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_folder_that_is_not_a_dvc_repository_is_one_sentence(run_main, tmp_path: Path):
+    done = run_main("hotdog.pipeline.remote", "--repo", str(tmp_path))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"{tmp_path} is not a DVC repository; run this in the project's folder" in done.stderr

@@ -27,6 +27,7 @@ from tests.conftest import (
     SERVER_PIDS,
     copy_export_with_threshold,
     free_port,
+    refusing_storage,
     run_cli,
     running_server,
 )
@@ -345,6 +346,18 @@ def _upload(emulator: str, path: Path, name: str) -> None:
         ({"HOTDOG_MODEL_URI": "runs/x/best.ckpt"}, "is a training checkpoint, not an exported"),
         ({"HOTDOG_PORT": "99999"}, "Port 99999 (HOTDOG_PORT, AIP_HTTP_PORT or PORT) is not a TCP"),
         ({"HOTDOG_LOG_LEVEL": "loud"}, "HOTDOG_LOG_LEVEL='loud' is not a log level; use one of"),
+        ({"HOTDOG_TIMEOUT_S": "nan"}, "HOTDOG_TIMEOUT_S=nan must be a positive number."),
+        ({"HOTDOG_SHUTDOWN_GRACE_S": "-1"}, "HOTDOG_SHUTDOWN_GRACE_S=-1.0 must be 0 or more"),
+        ({"HOTDOG_HOST": "no.such.host.invalid"}, "is not an address of this machine; use 0.0.0.0"),
+        ({"HOTDOG_DRIFT_INTERVAL_SECONDS": "nan"}, "HOTDOG_DRIFT_INTERVAL_SECONDS='nan' is not a"),
+        (
+            {"HOTDOG_PREDICTION_LOG": "pyproject.toml"},
+            "pyproject.toml is a file; set it to a folder, a gs:// prefix or off.",
+        ),
+        (
+            {"HOTDOG_BACKEND": "torch", "HOTDOG_MODEL_URI": "models/export/model.int8.onnx"},
+            "models/export/model.int8.onnx is an exported ONNX model, not a checkpoint; serve it",
+        ),
     ],
 )
 def test_start_up_errors_are_one_sentence(env: dict[str, str], message: str):
@@ -354,38 +367,19 @@ def test_start_up_errors_are_one_sentence(env: dict[str, str], message: str):
 
 
 def test_refused_gs_model_is_one_sentence_without_gcsfs_tracebacks():
-    """A storage API that refuses the read (here a server answering 400 to everything) gets the
-    service's one sentence; gcsfs logs such a refusal with its traceback, which stays out of it."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-    from threading import Thread
-
-    class Refusing(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = b'{"error": {"code": 400, "message": "Invalid bucket name"}}'
-            self.send_response(400)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    storage = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
-    Thread(target=storage.serve_forever, daemon=True).start()
-    try:
+    """A storage API that refuses the read gets the service's one sentence; gcsfs logs such a
+    refusal with its traceback, which stays out of it."""
+    with refusing_storage(message="Invalid bucket name") as url:
         done = run_cli(
             "-m",
             "hotdog.serve",
             env={
                 "HOTDOG_PORT": "0",
                 "HOTDOG_MODEL_URI": "gs://hotdog-models/serve/model.int8.onnx",
-                "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{storage.server_address[1]}",
+                "STORAGE_EMULATOR_HOST": url,
             },
             timeout=60,
         )
-    finally:
-        storage.shutdown()
     assert done.returncode == 1
     assert "gs://hotdog-models/serve/model.int8.onnx cannot be read (" in done.stderr
     assert "(HttpError: Invalid bucket name" in done.stderr
@@ -407,7 +401,7 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("HOTDOG_PORT", "0")  # any free port
     assert Settings.from_env().port == 0
     monkeypatch.setenv("HOTDOG_MAX_BATCH", "0")
-    with pytest.raises(SettingsError, match="HOTDOG_MAX_BATCH=0 must be positive"):
+    with pytest.raises(SettingsError, match="HOTDOG_MAX_BATCH=0 must be a positive number"):
         Settings.from_env()
 
 

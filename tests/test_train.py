@@ -284,6 +284,36 @@ def test_resume_from_a_missing_checkpoint_is_one_sentence(compose_train, tmp_pat
         train(compose_train(f"ckpt_path={tmp_path / 'gone.ckpt'}"))
 
 
+def test_resume_from_a_truncated_or_remote_checkpoint_is_one_sentence(
+    compose_train, trained_run: Path, tmp_path: Path
+):
+    from hotdog.core.errors import HotdogError
+
+    truncated = tmp_path / "last.ckpt"
+    whole = (trained_run / "checkpoints" / "last.ckpt").read_bytes()
+    truncated.write_bytes(whole[: len(whole) // 2])  # a copy cut short
+    with pytest.raises(HotdogError, match=r"is truncated or not a checkpoint; pass the last.ckpt"):
+        train(compose_train(f"ckpt_path={truncated}"))
+    with pytest.raises(HotdogError, match=r"gs://bucket/last.ckpt is not on this machine"):
+        train(compose_train("ckpt_path=gs://bucket/last.ckpt"))
+
+
+@pytest.mark.parametrize("module", ["hotdog.train", "hotdog.evaluate"])
+def test_an_output_folder_that_is_a_file_is_one_sentence(
+    run_main, trained_run: Path, tmp_path: Path, module: str
+):
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    checkpoint = trained_run / "checkpoints" / "best.ckpt"
+    run = [f"ckpt_path={checkpoint}"] if module == "hotdog.evaluate" else ["debug=limit"]
+    done = run_main(module, *run, f"paths.output_dir={taken}", f"hydra.run.dir={tmp_path / 'r'}")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"{taken} exists and is not a folder; pass another folder with paths.output_dir" in (
+        done.stderr
+    )
+    assert taken.read_text() == "not a folder"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("option", ["limit", "overfit", "profiler"])
 def test_debug_configs_run(compose_train, option):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -24,7 +25,7 @@ from typing import Any
 
 from hotdog.core.artifact import sidecar_uri
 from hotdog.core.errors import HotdogError, exit_on_user_error, first_line, problem
-from hotdog.serve.model_store import ModelLoadError, fetch_model, read_bytes
+from hotdog.serve.model_store import ModelNotFoundError, fetch_model, read_bytes
 
 MODEL_NAME = "model.int8.onnx"
 SERVICE_TEMPLATE = Path("deploy/cloudrun/service.yaml")
@@ -90,9 +91,11 @@ def publish(export_dir: Path, bucket: str, version: str | None = None) -> str:
 
 
 def read_releases(bucket: str) -> list[dict[str, str]]:
+    """The release history; empty before the first deploy. A bucket that cannot be read is an
+    error in one sentence, never an empty history."""
     try:
         return json.loads(read_bytes(releases_uri(bucket)))
-    except ModelLoadError:
+    except ModelNotFoundError:
         return []  # no release yet
 
 
@@ -128,11 +131,13 @@ def deploy(
     model_uri = f"{version_uri(bucket, version)}/{MODEL_NAME}"
     try:
         fetch_model(model_uri)
-    except HotdogError as error:
+    except ModelNotFoundError as error:
         raise ReleaseError(
             f"Version {version} cannot be deployed ({problem(error)}); publish the model with "
             "`hotdog-release publish` (under a new version), or deploy another published one."
         ) from None
+    except HotdogError as error:  # unreachable bucket, missing credentials, a damaged copy
+        raise ReleaseError(f"Version {version} cannot be deployed: {error}") from None
     out.write_text(
         render_service(
             template.read_text(), image, model_uri, service_account, prediction_log_uri(bucket)
@@ -155,22 +160,40 @@ def previous_release(bucket: str) -> dict[str, str]:
     )
 
 
+def bucket_uri(text: str) -> str:
+    """``gs://BUCKET`` (optionally with a folder), for ``--bucket``."""
+    if not re.fullmatch(r"gs://[a-z0-9][a-z0-9._-]*[a-z0-9](/.*)?", text):
+        raise argparse.ArgumentTypeError(f"must be gs://BUCKET, not {text!r}")
+    return text
+
+
+def version_name(text: str) -> str:
+    """A version's folder name: letters, digits, '.', '-' and '_'."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", text):
+        raise argparse.ArgumentTypeError(
+            f"may contain only letters, digits, '.', '-' and '_', not {text!r}"
+        )
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="hotdog-release", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     publishing = commands.add_parser("publish", help="upload an export as a new model version")
     publishing.add_argument("export_dir", type=Path)
-    publishing.add_argument("--version", help="default: time and model checksum")
+    publishing.add_argument("--version", type=version_name, help="default: time and checksum")
     for name, text in [("deploy", "serve VERSION"), ("rollback", "serve the previous version")]:
         command = commands.add_parser(name, help=text)
         if name == "deploy":
-            command.add_argument("version")
+            command.add_argument("version", type=version_name)
         command.add_argument("--image", required=True, help="the API image to run")
         command.add_argument("--service-account", required=True, help="the service's identity")
         command.add_argument("--out", type=Path, default=Path("service.yaml"))
         command.add_argument("--template", type=Path, default=SERVICE_TEMPLATE)
     for command in commands.choices.values():
-        command.add_argument("--bucket", required=True, help="gs://BUCKET holding models/")
+        command.add_argument(
+            "--bucket", type=bucket_uri, required=True, help="gs://BUCKET holding models/"
+        )
     args = parser.parse_args(argv)
     # gcsfs logs each failed attempt with its traceback; the one sentence below says it all.
     logging.getLogger("gcsfs").setLevel(logging.CRITICAL)

@@ -8,6 +8,7 @@ Each refuses a bad value with one sentence: argparse prints an ``ArgumentTypeErr
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from hotdog.core.errors import HotdogError
@@ -35,8 +36,42 @@ def probability(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    """A number of 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, not {text!r}") from None
+    if not value >= 0.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
+# A scheme such as gs:// or s3://; pathlib turns "gs://b/x" into "gs:/b/x", so one slash is enough.
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
+
+
+def is_url(path: str | Path) -> bool:
+    return bool(_URL.match(str(path)))
+
+
+def local_only(path: str | Path, what: str) -> Path:
+    """``path`` as a local path, or one sentence saying that this command reads local files only."""
+    if is_url(path):
+        raise HotdogError(
+            f"{what} {path} is not on this machine; this command reads local files only, so copy "
+            "it here first (gcloud storage cp) and pass the local path."
+        )
+    return Path(path)
+
+
 def output_folder(path: str | Path, option: str = "--out") -> Path:
     """Create ``path`` (and its parents) for writing, or say in one sentence why it cannot be."""
+    if is_url(path):
+        raise HotdogError(
+            f"{path} is not a local folder; pass a folder on this machine with {option} and copy "
+            "the files to the bucket afterwards."
+        )
     folder = Path(path)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -50,3 +85,19 @@ def output_folder(path: str | Path, option: str = "--out") -> Path:
             f"Cannot create the folder {folder} ({reason}); pass a writable folder with {option}."
         ) from None
     return folder
+
+
+def output_file(path: str | Path, option: str) -> Path:
+    """``path`` checked for writing a file (its folder created), before any long work starts."""
+    if is_url(path):
+        raise HotdogError(
+            f"{path} is not a local file; pass a path on this machine with {option} and copy the "
+            "file to the bucket afterwards."
+        )
+    file = Path(path)
+    if file.is_dir():
+        raise HotdogError(
+            f"{file} is a folder; pass a file path such as report.json with {option}."
+        )
+    output_folder(file.parent, option)
+    return file

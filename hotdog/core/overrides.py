@@ -1,14 +1,17 @@
-"""Command-line overrides whose value has the wrong type, caught before anything runs.
+"""Command-line overrides whose value has the wrong type or range, caught before anything runs.
 
 Hydra takes ``optimizer.lr=abc`` as the string ``"abc"``, and the run then fails deep inside
 PyTorch with a traceback. Here each ``key=value`` override is compared with the value the same
 configuration holds without it: a string where that default is a number or a boolean is refused
-in one sentence. Needs Hydra and OmegaConf (the ``train`` or ``gcp`` extra), not PyTorch.
+in one sentence. Numbers outside the range of the common settings (``optimizer.lr=-1``,
+``data.batch_size=0``) are refused the same way, before the model and data are built, instead
+of failing later inside PyTorch or Lightning (or, for some, running on quietly). Needs Hydra and
+OmegaConf (the ``train`` or ``gcp`` extra), not PyTorch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,32 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 class OverrideTypeError(HotdogError):
-    """An override's value is not of the type its setting takes."""
+    """An override's value is not of the type or in the range its setting takes."""
+
+
+def _positive(value: float) -> bool:
+    return value > 0
+
+
+def _at_least_0(value: float) -> bool:
+    return value >= 0
+
+
+def _at_least_1(value: float) -> bool:
+    return value >= 1
+
+
+# Setting: (test, what the setting takes). Only numbers are tested; a wrong type is caught first.
+RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "optimizer.lr": (_positive, "a positive number"),
+    "optimizer.weight_decay": (_at_least_0, "0 or more"),
+    "data.batch_size": (_at_least_1, "1 or more"),
+    "data.eval_batch_size": (_at_least_1, "1 or more"),
+    "data.num_workers": (_at_least_0, "0 or more"),
+    "data.val_fraction": (lambda value: 0 < value < 1, "between 0 and 1"),
+    "trainer.max_epochs": (lambda value: value >= 1 or value == -1, "1 or more (-1: no limit)"),
+    "corruption_images": (_at_least_1, "1 or more"),
+}
 
 
 def _key(override: str) -> str | None:
@@ -48,6 +76,7 @@ def check_override_types(config_name: str, overrides: Sequence[str], cfg: Any) -
     for override, key in values:
         default = OmegaConf.select(defaults, key, default=None, throw_on_missing=False)
         value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        _check_range(override, key, value)
         if not isinstance(value, str) or not isinstance(default, bool | int | float):
             continue
         kind = (
@@ -60,4 +89,14 @@ def check_override_types(config_name: str, overrides: Sequence[str], cfg: Any) -
         raise OverrideTypeError(
             f"In {override}, {key} must be {kind} (its default is {default}); fix the value "
             "and run again."
+        )
+
+
+def _check_range(override: str, key: str, value: Any) -> None:
+    if key not in RANGES or isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    test, takes = RANGES[key]
+    if not test(value):  # nan fails every test
+        raise OverrideTypeError(
+            f"In {override}, {key} must be {takes}; fix the value and run again."
         )

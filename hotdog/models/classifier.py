@@ -32,6 +32,7 @@ from torchmetrics.classification import (
 
 from hotdog.core.answers import check_unsure_share, unsure_threshold
 from hotdog.core.artifact import CHECKPOINT_KEY, VALIDATION_FILES_KEY, InferenceInfo
+from hotdog.core.cli import local_only
 from hotdog.core.errors import HotdogError, first_line
 from hotdog.core.preprocessing import DataConfig
 from hotdog.models.backbones import create_backbone, timm_parts
@@ -370,7 +371,7 @@ def _batch_mixing(
 
 def load_classifier(path: str | Path, map_location: str = "cpu") -> HotdogClassifier:
     """Load a checkpoint written by ``hotdog.train`` for inference; no Hydra config needed."""
-    path = Path(path)
+    path = local_only(path, "Checkpoint")
     if path.is_dir():
         raise HotdogError(
             f"{path} is a folder; pass the checkpoint file in it (checkpoints/best.ckpt of a "

@@ -1,31 +1,24 @@
 """``python -m hotdog.monitor drift --reference PROFILE --current LOGS [--out DIR]``.
 
 Compares logged predictions (a JSON-lines file or a folder of them, e.g. one day of the service's
-prediction log) with the reference profile exported with the model; writes ``drift.html`` and
-``drift.json`` and exits 1 when the window drifted (so a scheduled job can alert on it).
+prediction log, local or under a ``gs://`` prefix) with the reference profile exported with the
+model; writes ``drift.html`` and ``drift.json`` and exits 1 when the window drifted (so a
+scheduled job can alert on it).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-from hotdog.core.cli import output_folder, positive_int, probability
-from hotdog.core.errors import HotdogError, exit_on_user_error
+from hotdog.core.cli import is_url, output_folder, positive_int, probability
+from hotdog.core.errors import HotdogError, exit_on_user_error, first_line
 from hotdog.monitor.drift import ALPHA, PERMUTATIONS, detect_drift
-from hotdog.monitor.profile import read_records
+from hotdog.monitor.profile import RecordSet, read_records
 from hotdog.monitor.report import render_html
-
-
-def _existing(path: str, what: str) -> Path:
-    location = Path(path)
-    if not location.exists():
-        raise HotdogError(f"{what} {location} does not exist; {_HINTS[what]}")
-    return location
-
 
 _HINTS = {
     "Reference profile": "pass the <model>.reference.jsonl written next to the exported model.",
@@ -33,9 +26,29 @@ _HINTS = {
 }
 
 
+def _read(location: str, what: str) -> RecordSet:
+    """The records at a local path or ``gs://`` URI, or one sentence saying why there are none."""
+    try:
+        return read_records(location)
+    except FileNotFoundError:
+        raise HotdogError(f"{what} {location} does not exist; {_HINTS[what]}") from None
+    except ImportError as error:
+        raise HotdogError(
+            f"Reading {location} needs {error.name}; install 'hotdog[monitor]'."
+        ) from None
+    except Exception as error:  # gcsfs raises many types for auth and network failures
+        if not is_url(location):
+            raise
+        raise HotdogError(
+            f"{what} {location} cannot be read ({type(error).__name__}: {first_line(error)}); "
+            "check the bucket name and that credentials are available "
+            "(GOOGLE_APPLICATION_CREDENTIALS or gcloud auth application-default login)."
+        ) from None
+
+
 def drift(args: argparse.Namespace) -> int:
-    reference = read_records(_existing(args.reference, "Reference profile"))
-    current = read_records(_existing(args.current, "Prediction log"))
+    reference = _read(args.reference, "Reference profile")
+    current = _read(args.current, "Prediction log")
     result = detect_drift(reference, current, alpha=args.alpha, permutations=args.permutations)
     out = output_folder(args.out)
     summary = result.summary()
@@ -60,12 +73,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m hotdog.monitor")
     commands = parser.add_subparsers(dest="command", required=True)
     command = commands.add_parser("drift", help="compare logged predictions with the reference")
-    command.add_argument("--reference", required=True, help="the model's *.reference.jsonl")
-    command.add_argument("--current", required=True, help="a prediction log file or folder")
+    command.add_argument(
+        "--reference", required=True, help="the model's *.reference.jsonl (a path or gs:// URI)"
+    )
+    command.add_argument(
+        "--current", required=True, help="a prediction log file or folder, or a gs:// prefix"
+    )
     command.add_argument("--out", default="reports/drift", help="folder for drift.html/json")
     command.add_argument("--alpha", type=probability, default=ALPHA, help="false-alarm rate")
     command.add_argument("--permutations", type=positive_int, default=PERMUTATIONS)
     args = parser.parse_args(argv)
+    # gcsfs logs each failed read of a gs:// log with its traceback; _read says it in a sentence.
+    logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
     with exit_on_user_error():
         sys.exit(drift(args))
 

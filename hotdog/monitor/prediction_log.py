@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import queue
 import threading
@@ -57,6 +58,8 @@ class PredictionLogSettings:
         values: dict[str, Any] = {
             "location": None if location.lower() in ("", "off", "false", "0") else location
         }
+        if values["location"]:
+            check_location(values["location"])
         for name, key, kind in (
             ("queue_size", "HOTDOG_PREDICTION_LOG_QUEUE", int),
             ("batch_size", "HOTDOG_PREDICTION_LOG_BATCH", int),
@@ -68,7 +71,7 @@ class PredictionLogSettings:
             if key in env:
                 try:
                     values[name] = kind(env[key])
-                    if values[name] <= 0:
+                    if not 0 < values[name] < math.inf:  # also refuses nan
                         raise ValueError
                 except ValueError:
                     raise HotdogError(
@@ -171,13 +174,25 @@ def _is_day(name: str) -> bool:
     return True
 
 
-def open_sink(location: str) -> Sink:
+def check_location(location: str) -> None:
+    """Refuse, in one sentence, a prediction log location no sink can write to."""
     if location.startswith("gs://"):
-        return GcsSink(location)
+        return
     if "://" in location:
         raise HotdogError(
             f"HOTDOG_PREDICTION_LOG={location} is neither a local folder nor a gs:// prefix."
         )
+    if Path(location).exists() and not Path(location).is_dir():
+        raise HotdogError(
+            f"HOTDOG_PREDICTION_LOG={location} is a file; set it to a folder, a gs:// prefix or "
+            "off."
+        )
+
+
+def open_sink(location: str) -> Sink:
+    check_location(location)
+    if location.startswith("gs://"):
+        return GcsSink(location)
     return LocalSink(location)
 
 

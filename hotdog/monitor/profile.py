@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from hotdog.core.cli import is_url
 from hotdog.core.preprocessing import DataConfig
 
 # The per-image statistics the drift report tests one by one.
@@ -134,22 +135,41 @@ def _is_record(value: Any) -> bool:
     )
 
 
-def _lines(paths: Iterable[Path]) -> Iterator[str]:
+def _lines(paths: Iterable[str | Path]) -> Iterator[str]:
     for path in paths:
-        with path.open("rb") as file:
+        with _open_binary(path) as file:
             for raw in file:
                 yield raw.decode("utf-8", errors="replace")
 
 
-def record_files(location: Path) -> list[Path]:
-    """The ``*.jsonl`` files of a folder (recursively), or the file itself."""
+def _open_binary(path: str | Path) -> Any:
+    if isinstance(path, Path):
+        return path.open("rb")
+    import fsspec  # a gs:// object (the service's log on Cloud Run)
+
+    return fsspec.open(path, "rb")
+
+
+def record_files(location: str | Path) -> list[str | Path]:
+    """The ``*.jsonl`` files of a folder (recursively), or the file itself. A ``gs://`` prefix
+    (where the service writes its log on Cloud Run) is listed like a folder, through fsspec."""
+    if is_url(location):
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(str(location))
+        if fs.isdir(root):
+            found = (path for path in fs.find(root) if path.endswith(".jsonl"))
+            return sorted(fs.unstrip_protocol(path) for path in found)
+        return [str(location)]
+    location = Path(location)
     if location.is_dir():
         return sorted(location.rglob("*.jsonl"))
     return [location]
 
 
-def read_records(location: Path) -> RecordSet:
-    """Every readable record under ``location``; corrupt or truncated lines are counted."""
+def read_records(location: str | Path) -> RecordSet:
+    """Every readable record under ``location`` (a local path or a ``gs://`` URI); corrupt or
+    truncated lines are counted."""
     files = record_files(location)
     records: list[dict[str, Any]] = []
     skipped = 0

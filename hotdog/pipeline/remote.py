@@ -36,9 +36,16 @@ CREDENTIALS_HINT = (
 
 def remote_settings(repo_root: Path, name: str | None = None) -> tuple[str, dict]:
     """The remote's name and its settings (url, endpointurl, credentials) from DVC's config."""
+    from dvc.exceptions import NotDvcRepoError
     from dvc.repo import Repo
 
-    config = Repo(str(repo_root)).config
+    try:
+        config = Repo(str(repo_root)).config
+    except NotDvcRepoError:
+        raise HotdogError(
+            f"{repo_root} is not a DVC repository; run this in the project's folder or pass it "
+            "with --repo."
+        ) from None
     name = name or config["core"].get("remote")
     if not name or name not in config["remote"]:
         raise HotdogError(

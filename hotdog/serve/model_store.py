@@ -14,6 +14,10 @@ class ModelLoadError(HotdogError):
     """The model named by HOTDOG_MODEL_URI cannot be fetched or does not match its sidecar."""
 
 
+class ModelNotFoundError(ModelLoadError):
+    """Nothing is stored at the path or URI (as against a store that cannot be reached)."""
+
+
 @dataclass(frozen=True)
 class ModelArtifact:
     uri: str
@@ -32,7 +36,7 @@ def read_bytes(uri: str) -> bytes:
         try:
             return path.read_bytes()
         except FileNotFoundError:
-            raise ModelLoadError(
+            raise ModelNotFoundError(
                 f"{path} does not exist; export a model with `python -m hotdog.export CKPT` "
                 "or set HOTDOG_MODEL_URI to one."
             ) from None
@@ -44,7 +48,7 @@ def read_bytes(uri: str) -> bytes:
         with fsspec.open(uri, "rb") as file:
             return file.read()
     except FileNotFoundError:
-        raise ModelLoadError(
+        raise ModelNotFoundError(
             f"{uri} does not exist; upload the model and its .json sidecar there, "
             "or set HOTDOG_MODEL_URI to where they are."
         ) from None

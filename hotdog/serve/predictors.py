@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from hotdog.core.artifact import ModelMetadata, model_version
-from hotdog.core.errors import problem
+from hotdog.core.errors import HotdogError, problem
 from hotdog.serve.model_store import ModelLoadError, fetch_model, read_bytes
 from hotdog.serve.settings import Settings
 
@@ -93,11 +93,20 @@ class TorchPredictor:
                 "onnx backend with an exported model."
             ) from None
         torch.set_num_threads(settings.threads)
-        data = read_bytes(settings.model_location)
+        location = settings.model_location
+        if location.endswith(".onnx"):
+            raise ModelLoadError(
+                f"{location} is an exported ONNX model, not a checkpoint; serve it with the "
+                "onnx backend (drop --backend torch or HOTDOG_BACKEND=torch)."
+            )
+        data = read_bytes(location)
         with tempfile.TemporaryDirectory() as scratch:
             path = Path(scratch) / "model.ckpt"
             path.write_bytes(data)
-            self.model = load_classifier(path)
+            try:
+                self.model = load_classifier(path)
+            except HotdogError as error:  # it names the scratch copy; name what the user gave
+                raise ModelLoadError(str(error).replace(str(path), location)) from None
         self._torch = torch
         info = self.model.inference_info()
         digest = hashlib.sha256(data).hexdigest()

@@ -9,7 +9,9 @@ command expands no variables, so the service reads them itself.
 
 from __future__ import annotations
 
+import math
 import os
+import socket
 from typing import Any
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator
@@ -130,8 +132,12 @@ class Settings(BaseSettings):
             "HOTDOG_BODY_TIMEOUT_S": self.body_timeout_s,
         }
         for name, value in positive.items():
-            if value <= 0:
-                raise SettingsError(f"{name}={value} must be positive.")
+            if not 0 < value < math.inf:  # also refuses nan
+                raise SettingsError(f"{name}={value} must be a positive number.")
+        if not 0 <= self.shutdown_grace_s < math.inf:
+            raise SettingsError(
+                f"HOTDOG_SHUTDOWN_GRACE_S={self.shutdown_grace_s} must be 0 or more seconds."
+            )
         largest = max(self.max_payload_bytes, self.vertex_max_payload_bytes)
         if self.body_memory_bytes < largest:
             raise SettingsError(
@@ -151,6 +157,13 @@ class Settings(BaseSettings):
                 f"Port {self.port} (HOTDOG_PORT, AIP_HTTP_PORT or PORT) is not a TCP port; use "
                 f"1 to {MAX_PORT}, or 0 for any free one."
             )
+        try:
+            socket.getaddrinfo(self.host, None)
+        except (OSError, UnicodeError):
+            raise SettingsError(
+                f"HOTDOG_HOST={self.host!r} is not an address of this machine; use 0.0.0.0 (every "
+                "interface) or 127.0.0.1 (this machine only)."
+            ) from None
         if self.log_level not in LOG_LEVELS:
             raise SettingsError(
                 f"HOTDOG_LOG_LEVEL={self.log_level!r} is not a log level; use one of "
