@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from hotdog.core.cli import output_folder
 from hotdog.core.errors import HotdogError, exit_on_user_error
-from hotdog.core.overrides import check_override_types
+from hotdog.core.overrides import check_override_types, refuse_bad_command_line
 from hotdog.data import HotdogDataModule
 from hotdog.models import HotdogClassifier, load_classifier
 from hotdog.report import write_report
@@ -209,5 +209,12 @@ def main(cfg: DictConfig) -> None:
         print(json.dumps(summary | {"report": str(cfg.paths.output_dir)}))
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``python -m hotdog.evaluate`` and its console script: a mistyped config option or key is
+    refused in one sentence before Hydra runs :func:`main`."""
+    refuse_bad_command_line("eval")
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from hotdog.cloud.vertex_runtime import adapt_to_vertex, save_model_outputs
 from hotdog.core.cli import local_only, output_folder
 from hotdog.core.errors import HotdogError, exit_on_user_error
-from hotdog.core.overrides import check_override_types
+from hotdog.core.overrides import check_override_types, refuse_bad_command_line
 from hotdog.evaluate import test_and_report_all
 from hotdog.models import HotdogClassifier
 from hotdog.utils import instantiate_callbacks, instantiate_loggers, save_run_files
@@ -170,5 +170,12 @@ def optimized_value(metrics: dict[str, float], name: str | None) -> float | None
     return metrics[name]
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``python -m hotdog.train`` and its console script: a mistyped config option or key is
+    refused in one sentence before Hydra runs :func:`main`."""
+    refuse_bad_command_line("train")
     main()
+
+
+if __name__ == "__main__":
+    cli()

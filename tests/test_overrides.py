@@ -6,7 +6,11 @@ from __future__ import annotations
 import pytest
 from hydra import compose, initialize_config_module
 
-from hotdog.core.overrides import OverrideTypeError, check_override_types
+from hotdog.core.overrides import (
+    OverrideTypeError,
+    check_override_types,
+    refuse_bad_command_line,
+)
 
 
 def _check(overrides: list[str]) -> None:
@@ -72,3 +76,50 @@ def test_good_overrides_and_group_choices_pass():
             "~callbacks",
         ]
     )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["model=nosuch"],
+            "model=nosuch is not an option of model; use one of efficientnet_lite0, efficientnet",
+        ),
+        (["+experiment=nosuch"], "experiment=nosuch is not an option of experiment; use one of"),
+        (["nosuchkey=1"], "nosuchkey is not a setting; check its spelling, or add a new one with"),
+        (["model=resnet18,efficientnet_lite0"], "holds a comma; add -m to sweep over the values"),
+    ],
+)
+def test_hydra_composition_errors_are_one_sentence(argv: list[str], message: str, capsys):
+    with pytest.raises(SystemExit) as stop:
+        refuse_bad_command_line("train", argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith("error: ") and message in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_good_command_lines_and_hydra_flags_pass_through():
+    refuse_bad_command_line("train", ["model=resnet18", "optimizer.lr=0.01", "hydra.run.dir=/x"])
+    refuse_bad_command_line("eval", ["ckpt_path=x.ckpt", "corruptions=true"])
+    refuse_bad_command_line("train", ["-m", "model=resnet18,efficientnet_lite0"])  # Hydra's sweep
+
+
+def test_the_console_scripts_check_the_command_line_first():
+    import tomllib
+
+    from tests.conftest import ROOT
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["hotdog-train"] == "hotdog.train:cli"
+    assert scripts["hotdog-evaluate"] == "hotdog.evaluate:cli"
+
+
+def test_python_m_hotdog_train_refuses_a_mistyped_option_in_one_sentence(tmp_path):
+    from tests.conftest import run_cli
+
+    done = run_cli("-m", "hotdog.train", "data=nosuch", f"hydra.run.dir={tmp_path / 'run'}")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == (
+        "error: data=nosuch is not an option of data; use one of hotdog, sample."
+    )
+    assert not (tmp_path / "run").exists()

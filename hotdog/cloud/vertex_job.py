@@ -21,7 +21,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from hotdog.core.errors import HotdogError, exit_on_user_error, first_line
-from hotdog.core.overrides import check_override_types
+from hotdog.core.overrides import check_override_types, hydra_error_sentence
 
 CONFIG_MODULE = "hotdog.configs"
 # Machine families Vertex AI custom training offers, and the family each GPU needs.
@@ -69,7 +69,7 @@ def compose_job(job_overrides: Sequence[str], training_overrides: Sequence[str])
             training = compose("train", overrides=list(training_overrides))
             check_override_types("train", training_overrides, training)
     except HydraException as error:
-        raise JobSpecError(f"{error}".splitlines()[0].rstrip(".") + ".") from None
+        raise JobSpecError(hydra_error_sentence(error)) from None
     return cfg.vertex
 
 

@@ -11,11 +11,13 @@ OmegaConf (the ``train`` or ``gcp`` extra), not PyTorch.
 
 from __future__ import annotations
 
+import re
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from hotdog.core.errors import HotdogError
+from hotdog.core.errors import HotdogError, exit_on_user_error, first_line
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -100,3 +102,43 @@ def _check_range(override: str, key: str, value: Any) -> None:
         raise OverrideTypeError(
             f"In {override}, {key} must be {takes}; fix the value and run again."
         )
+
+
+def hydra_error_sentence(error: Exception) -> str:
+    """One sentence, with what to do, for the composition errors a user's typo causes (an
+    unknown config option or key); the first line of Hydra's text for any other."""
+    text = str(error)
+    missing = re.search(r"Could not find '([\w.-]+)/([^']+)'", text)
+    options = getattr(error, "options", None)
+    if missing and options:
+        group, option = missing.groups()
+        return f"{group}={option} is not an option of {group}; use one of {', '.join(options)}."
+    unknown = re.match(r"Could not override '([^']+)'", text)
+    if unknown:
+        key = unknown.group(1)
+        return f"{key} is not a setting; check its spelling, or add a new one with +{key}=VALUE."
+    ambiguous = re.match(r"Ambiguous value for argument '([^']+)'", text)
+    if ambiguous:
+        return (
+            f"{ambiguous.group(1)} holds a comma; add -m to sweep over the values, or write a "
+            "list as key=[a,b]."
+        )
+    return first_line(error).rstrip(".") + "."
+
+
+def refuse_bad_command_line(config_name: str, argv: Sequence[str] | None = None) -> None:
+    """Before ``hydra.main`` runs: compose ``config_name`` with a plain run's overrides and stop
+    with one sentence (:func:`hydra_error_sentence`) if Hydra cannot, instead of Hydra's
+    multi-line report. Command lines with Hydra's own flags (``-m``, ``--cfg``, ...) are left to
+    Hydra, whose sweep syntax a single composition cannot check."""
+    from hydra import compose, initialize_config_module
+    from hydra.errors import HydraException
+
+    overrides = list(sys.argv[1:] if argv is None else argv)
+    if any(argument.startswith("-") for argument in overrides):
+        return
+    with exit_on_user_error(), initialize_config_module("hotdog.configs", version_base="1.3"):
+        try:
+            compose(config_name, overrides=overrides)
+        except HydraException as error:
+            raise OverrideTypeError(hydra_error_sentence(error)) from None
