@@ -158,12 +158,15 @@ def test_predict_cli_reports_bad_files_and_goes_on(run_main, checkpoint: Path, t
         (["CKPT_FOLDER", str(SAMPLE)], "is a folder; pass the checkpoint file in it"),
         (["gs://bucket/best.ckpt", str(SAMPLE)], "gs://bucket/best.ckpt is not on this machine"),
         (["CKPT", "gs://bucket/photo.jpg"], "Image gs://bucket/photo.jpg is not on this machine"),
+        (["TRUNCATED", str(SAMPLE)], "checkpoint (it is truncated or not a PyTorch checkpoint);"),
     ],
 )
 def test_predict_cli_user_errors_are_one_sentence(
     run_main, checkpoint: Path, args, message, tmp_path: Path
 ):
     given = {"CKPT": str(checkpoint), "CKPT_FOLDER": str(checkpoint.parent), "EMPTY": str(tmp_path)}
+    given["TRUNCATED"] = str(tmp_path / "cut.ckpt")
+    (tmp_path / "cut.ckpt").write_bytes(checkpoint.read_bytes()[:4096])  # a copy cut short
     args = [given.get(a, a) for a in args]
     done = run_main("hotdog.predict", *args)
     assert done.returncode == 2

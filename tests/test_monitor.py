@@ -219,16 +219,22 @@ def test_drift_cli_on_a_bucket_it_cannot_read_is_one_sentence(tmp_path: Path):
         ("other-version", "is for model tf_efficientnet_lite0-int8-0123456789ab but the logged"),
         ("empty", "Only 0 readable predictions in the window (2 corrupt lines skipped"),
         ("missing", "Prediction log"),
+        ("photo-as-reference", "photo.jpg has no readable records; pass the <model>.reference"),
     ],
 )
 def test_drift_cli_bad_input_is_one_sentence(tmp_path: Path, current: str, message: str):
     write_records(tmp_path / "reference.jsonl", _records(50, seed=0))
+    reference = tmp_path / "reference.jsonl"
+    if current == "photo-as-reference":  # a file that holds no records at all
+        reference = tmp_path / "photo.jpg"
+        reference.write_bytes(next((SAMPLE / "test" / "hot_dog").glob("*.jpg")).read_bytes())
+        _write_log(tmp_path / current, _records(30, seed=1))
     if current == "other-version":
         _write_log(tmp_path / current, _records(30, seed=1, version="resnet18-fp32-ffffffffffff"))
     elif current == "empty":
         _write_log(tmp_path / current, [], garbage=["\x00\x01", '{"truncated'])
     done = run_cli(
-        "-m", "hotdog.monitor", "drift", "--reference", str(tmp_path / "reference.jsonl"),
+        "-m", "hotdog.monitor", "drift", "--reference", str(reference),
         "--current", str(tmp_path / current), "--out", str(tmp_path / "out"),
     )  # fmt: skip
     assert done.returncode == 2

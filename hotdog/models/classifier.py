@@ -411,5 +411,7 @@ def _short_reason(error: BaseException) -> str:
     )
     if unreadable or "weights only load failed" in text.lower():
         return "it is empty, corrupt or not a PyTorch checkpoint"
+    if "failed finding central directory" in text or "failed reading zip archive" in text:
+        return "it is truncated or not a PyTorch checkpoint"
     first = first_line(error) or type(error).__name__
     return first if len(first) <= 120 else first[:117] + "..."

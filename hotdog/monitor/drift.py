@@ -221,8 +221,11 @@ def detect_drift(
 
     started = time.perf_counter()
     if not reference.records:
+        where = f" {reference.source}" if reference.source else ""
         raise HotdogError(
-            "The reference profile has no readable records; re-run `python -m hotdog.export`."
+            f"The reference profile{where} has no readable records; pass the "
+            "<model>.reference.jsonl written next to the exported model, or re-run "
+            "`python -m hotdog.export`."
         )
     version, records, other_versions = _versions_check(reference, current)
     if len(records) < MIN_WINDOW:

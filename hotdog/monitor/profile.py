@@ -125,6 +125,7 @@ class RecordSet:
     records: list[dict[str, Any]]
     skipped: int
     files: int
+    source: str = ""  # where they were read from, for messages
 
 
 def _is_record(value: Any) -> bool:
@@ -185,7 +186,7 @@ def read_records(location: str | Path) -> RecordSet:
             records.append(value)
         else:
             skipped += 1
-    return RecordSet(records, skipped, len(files))
+    return RecordSet(records, skipped, len(files), str(location))
 
 
 def matching_features(records: Sequence[dict[str, Any]]) -> np.ndarray:
