@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from hotdog.core.cli import (
+    is_url,
     local_only,
     non_negative_float,
     output_file,
@@ -48,6 +49,8 @@ def test_non_negative_float_refuses_negatives_and_nan():
 
 def test_urls_are_refused_where_only_local_files_work(tmp_path: Path):
     assert local_only(tmp_path / "a.ckpt", "Checkpoint") == tmp_path / "a.ckpt"
+    assert local_only(f"file://{tmp_path}/a.ckpt", "Checkpoint") == tmp_path / "a.ckpt"
+    assert not is_url("C:/runs/best.ckpt") and not is_url("file:///x") and is_url("s3://b/x")
     # pathlib turns gs://b/x into gs:/b/x; both are recognised.
     for url in ("gs://bucket/best.ckpt", Path("gs://bucket/best.ckpt"), "https://host/x.ckpt"):
         with pytest.raises(HotdogError, match=r"is not on this machine; .* copy it here first"):

@@ -42,7 +42,7 @@ def test_a_string_where_a_number_or_boolean_belongs_is_refused(override: str, me
         ("trainer.max_epochs=-3", "trainer.max_epochs must be 1 or more (-1: no limit);"),
         ("data.batch_size=-2", "data.batch_size must be 1 or more;"),
         ("data.num_workers=-1", "data.num_workers must be 0 or more;"),
-        ("data.val_fraction=1.5", "data.val_fraction must be between 0 and 1;"),
+        ("data.val_fraction=1.5", "data.val_fraction must be 0 or more and below 1;"),
     ],
 )
 def test_a_number_out_of_its_range_is_refused(override: str, message: str):
@@ -70,6 +70,7 @@ def test_good_overrides_and_group_choices_pass():
             "trainer.max_epochs=2",
             "trainer.max_epochs=-1",
             "data.num_workers=0",
+            "data.val_fraction=0",
             "data.root=/somewhere",
             "model.weights=null",
             "+extra.key=abc",
@@ -87,7 +88,7 @@ def test_good_overrides_and_group_choices_pass():
         ),
         (["+experiment=nosuch"], "experiment=nosuch is not an option of experiment; use one of"),
         (["nosuchkey=1"], "nosuchkey is not a setting; check its spelling, or add a new one with"),
-        (["model=resnet18,efficientnet_lite0"], "holds a comma; add -m to sweep over the values"),
+        (["hydra/launcher=nosuch"], "hydra/launcher=nosuch is not an option of hydra/launcher"),
     ],
 )
 def test_hydra_composition_errors_are_one_sentence(argv: list[str], message: str, capsys):
@@ -101,17 +102,31 @@ def test_hydra_composition_errors_are_one_sentence(argv: list[str], message: str
 def test_good_command_lines_and_hydra_flags_pass_through():
     refuse_bad_command_line("train", ["model=resnet18", "optimizer.lr=0.01", "hydra.run.dir=/x"])
     refuse_bad_command_line("eval", ["ckpt_path=x.ckpt", "corruptions=true"])
-    refuse_bad_command_line("train", ["-m", "model=resnet18,efficientnet_lite0"])  # Hydra's sweep
+    # Sweeps are Hydra's to judge: with -m, or hparams_search (a sweep without -m).
+    refuse_bad_command_line("train", ["-m", "model=resnet18,efficientnet_lite0"])
+    refuse_bad_command_line("train", ["hparams_search=optuna", "model=resnet18,efficientnet_lite0"])
+    refuse_bad_command_line(
+        "train", ["hparams_search=optuna", 'hydra.sweeper.params={optimizer.lr:"choice(-1.0,0.1)"}']
+    )
 
 
-def test_the_console_scripts_check_the_command_line_first():
-    import tomllib
+def test_the_console_script_checks_the_command_line_first(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
 
-    from tests.conftest import ROOT
-
-    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["hotdog-train"] == "hotdog.train:cli"
-    assert scripts["hotdog-evaluate"] == "hotdog.evaluate:cli"
+    script = Path(sys.executable).with_name("hotdog-evaluate")  # installed by pip install -e
+    done = subprocess.run(
+        [str(script), "ckpt_path=x.ckpt", "nosuchkey=1", f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == (
+        "error: nosuchkey is not a setting; check its spelling, or add a new one with "
+        "+nosuchkey=VALUE."
+    )
 
 
 def test_python_m_hotdog_train_refuses_a_mistyped_option_in_one_sentence(tmp_path):
@@ -123,3 +138,25 @@ def test_python_m_hotdog_train_refuses_a_mistyped_option_in_one_sentence(tmp_pat
         "error: data=nosuch is not an option of data; use one of hotdog, sample."
     )
     assert not (tmp_path / "run").exists()
+
+
+def test_in_a_sweep_a_value_out_of_range_is_left_to_its_trial():
+    """A sweeper records a failed trial and goes on; a refusal here would stop the whole sweep
+    (tests/test_sweeps.py runs one)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    overrides = ["optimizer.lr=-1"]
+    with initialize_config_module("hotdog.configs", version_base="1.3"):
+        for mode, refused in (("MULTIRUN", False), ("RUN", True)):
+            cfg = compose(
+                "train", overrides=[*overrides, f"hydra.mode={mode}"], return_hydra_config=True
+            )
+            HydraConfig.instance().set_config(cfg)
+            try:
+                if refused:
+                    with pytest.raises(OverrideTypeError, match="must be a positive number"):
+                        check_override_types("train", overrides, cfg)
+                else:
+                    check_override_types("train", overrides, cfg)
+            finally:
+                HydraConfig.instance().cfg = None

@@ -348,7 +348,7 @@ def _upload(emulator: str, path: Path, name: str) -> None:
         ({"HOTDOG_LOG_LEVEL": "loud"}, "HOTDOG_LOG_LEVEL='loud' is not a log level; use one of"),
         ({"HOTDOG_TIMEOUT_S": "nan"}, "HOTDOG_TIMEOUT_S=nan must be a positive number."),
         ({"HOTDOG_SHUTDOWN_GRACE_S": "-1"}, "HOTDOG_SHUTDOWN_GRACE_S=-1.0 must be 0 or more"),
-        ({"HOTDOG_HOST": "no.such.host.invalid"}, "is not an address of this machine; use 0.0.0.0"),
+        ({"HOTDOG_HOST": "no.such.host.invalid"}, "cannot be resolved to an address; use 0.0.0.0"),
         ({"HOTDOG_DRIFT_INTERVAL_SECONDS": "nan"}, "HOTDOG_DRIFT_INTERVAL_SECONDS='nan' is not a"),
         (
             {"HOTDOG_PREDICTION_LOG": "pyproject.toml"},

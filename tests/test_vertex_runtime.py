@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -90,7 +91,13 @@ def test_vertex_directories_resume_and_tensorboard(compose_train, tmp_path: Path
     assert cfg.logger.tensorboard.save_dir == str(tmp_path / "gcs" / "bucket" / "job" / "logs")
 
     checkpoints.mkdir(parents=True)
-    (checkpoints / "last.ckpt").write_bytes(b"stand-in")
+    (checkpoints / "last.ckpt").write_bytes(b"cut short while being written")
+    restarted = compose_train()
+    adapt_to_vertex(restarted, environ)
+    assert restarted.ckpt_path is None  # an incomplete checkpoint: start again, don't fail
+
+    with zipfile.ZipFile(checkpoints / "last.ckpt", "w") as archive:  # a checkpoint is a zip
+        archive.writestr("archive/data.pkl", b"stand-in")
     restarted = compose_train()
     adapt_to_vertex(restarted, environ)
     assert restarted.ckpt_path == str(checkpoints / "last.ckpt")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import re
 import time
 from collections.abc import Iterator, Sequence
@@ -24,7 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from hotdog.core.artifact import sidecar_uri
-from hotdog.core.errors import HotdogError, exit_on_user_error, first_line, problem
+from hotdog.core.errors import (
+    HotdogError,
+    exit_on_user_error,
+    first_line,
+    problem,
+    silence_gcsfs_failures,
+)
 from hotdog.serve.model_store import ModelNotFoundError, fetch_model, read_bytes
 
 MODEL_NAME = "model.int8.onnx"
@@ -195,8 +200,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "--bucket", type=bucket_uri, required=True, help="gs://BUCKET holding models/"
         )
     args = parser.parse_args(argv)
-    # gcsfs logs each failed attempt with its traceback; the one sentence below says it all.
-    logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
+    silence_gcsfs_failures()
     with exit_on_user_error():
         if args.command == "publish":
             print(publish(args.export_dir, args.bucket, args.version))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -63,8 +64,11 @@ def adapt_to_vertex(cfg: DictConfig, environ: Mapping[str, str] = os.environ) ->
             checkpointing.dirpath = str(checkpoints)
             last = checkpoints / "last.ckpt"
             if cfg.get("ckpt_path") is None and last.is_file():
-                log.info("Resuming the restarted job from %s", last)
-                cfg.ckpt_path = str(last)
+                if zipfile.is_zipfile(last):
+                    log.info("Resuming the restarted job from %s", last)
+                    cfg.ckpt_path = str(last)
+                else:  # the job was stopped while writing it
+                    log.warning("%s is incomplete; the restarted job starts from scratch", last)
         if tensorboard is not None:
             if cfg.get("logger") is None:
                 cfg.logger = {}

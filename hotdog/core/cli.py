@@ -48,11 +48,14 @@ def non_negative_float(text: str) -> float:
 
 
 # A scheme such as gs:// or s3://; pathlib turns "gs://b/x" into "gs:/b/x", so one slash is enough.
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/")
 
 
 def is_url(path: str | Path) -> bool:
-    return bool(_URL.match(str(path)))
+    """Whether ``path`` names a remote location (``gs://``, ``https://``, ...); ``file://`` and
+    Windows drives (``C:/``) are local."""
+    match = _URL.match(str(path))
+    return match is not None and match.group(1).lower() != "file"
 
 
 def local_only(path: str | Path, what: str) -> Path:
@@ -62,7 +65,7 @@ def local_only(path: str | Path, what: str) -> Path:
             f"{what} {path} is not on this machine; this command reads local files only, so copy "
             "it here first (gcloud storage cp) and pass the local path."
         )
-    return Path(path)
+    return Path(str(path).removeprefix("file://"))
 
 
 def output_folder(path: str | Path, option: str = "--out") -> Path:

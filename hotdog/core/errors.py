@@ -7,6 +7,18 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+# What to check when a gs:// read fails (no such bucket, no credentials, no network).
+GCS_READ_HINT = (
+    "check the bucket name and that credentials are available (GOOGLE_APPLICATION_CREDENTIALS or "
+    "the service account of the machine)"
+)
+
+
+def silence_gcsfs_failures() -> None:
+    """gcsfs logs each failed request with its traceback; a command that turns those failures
+    into one sentence of its own calls this before it reads or writes gs://."""
+    logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
+
 
 class HotdogError(Exception):
     """Something the user can fix: a wrong path, a bad file, missing weights or credentials.

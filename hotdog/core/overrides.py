@@ -45,7 +45,7 @@ RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "data.batch_size": (_at_least_1, "1 or more"),
     "data.eval_batch_size": (_at_least_1, "1 or more"),
     "data.num_workers": (_at_least_0, "0 or more"),
-    "data.val_fraction": (lambda value: 0 < value < 1, "between 0 and 1"),
+    "data.val_fraction": (lambda value: 0 <= value < 1, "0 or more and below 1"),
     "trainer.max_epochs": (lambda value: value >= 1 or value == -1, "1 or more (-1: no limit)"),
     "corruption_images": (_at_least_1, "1 or more"),
 }
@@ -75,10 +75,12 @@ def check_override_types(config_name: str, overrides: Sequence[str], cfg: Any) -
         return
     choices = [o for o in overrides if (k := _key(o)) and _is_group_choice(k)]
     defaults = compose(config_name, overrides=choices)
+    in_a_sweep = _in_a_sweep()
     for override, key in values:
         default = OmegaConf.select(defaults, key, default=None, throw_on_missing=False)
         value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
-        _check_range(override, key, value)
+        if not in_a_sweep:
+            _check_range(override, key, value)
         if not isinstance(value, str) or not isinstance(default, bool | int | float):
             continue
         kind = (
@@ -92,6 +94,15 @@ def check_override_types(config_name: str, overrides: Sequence[str], cfg: Any) -
             f"In {override}, {key} must be {kind} (its default is {default}); fix the value "
             "and run again."
         )
+
+
+def _in_a_sweep() -> bool:
+    """Whether this is a trial of a Hydra sweep: there a value out of range fails the trial,
+    which the sweeper records and goes on, instead of stopping the whole sweep."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def _check_range(override: str, key: str, value: Any) -> None:
@@ -108,7 +119,7 @@ def hydra_error_sentence(error: Exception) -> str:
     """One sentence, with what to do, for the composition errors a user's typo causes (an
     unknown config option or key); the first line of Hydra's text for any other."""
     text = str(error)
-    missing = re.search(r"Could not find '([\w.-]+)/([^']+)'", text)
+    missing = re.search(r"Could not find '(.+)/([^/']+)'", text)
     options = getattr(error, "options", None)
     if missing and options:
         group, option = missing.groups()
@@ -117,22 +128,17 @@ def hydra_error_sentence(error: Exception) -> str:
     if unknown:
         key = unknown.group(1)
         return f"{key} is not a setting; check its spelling, or add a new one with +{key}=VALUE."
-    ambiguous = re.match(r"Ambiguous value for argument '([^']+)'", text)
-    if ambiguous:
-        return (
-            f"{ambiguous.group(1)} holds a comma; add -m to sweep over the values, or write a "
-            "list as key=[a,b]."
-        )
     return first_line(error).rstrip(".") + "."
 
 
 def refuse_bad_command_line(config_name: str, argv: Sequence[str] | None = None) -> None:
-    """Before ``hydra.main`` runs: compose ``config_name`` with a plain run's overrides and stop
-    with one sentence (:func:`hydra_error_sentence`) if Hydra cannot, instead of Hydra's
-    multi-line report. Command lines with Hydra's own flags (``-m``, ``--cfg``, ...) are left to
-    Hydra, whose sweep syntax a single composition cannot check."""
+    """Before ``hydra.main`` runs: compose ``config_name`` with the command line's overrides and
+    stop with one sentence if it names a config option or key that does not exist (a typo), in
+    place of Hydra's multi-line report. Anything else is left to Hydra: its own flags (``-m``,
+    ``--cfg``, ...), and sweep syntax (``model=a,b``, ``choice(...)``) that a single composition
+    cannot take but a sweep (``-m`` or ``hparams_search=optuna``) can."""
     from hydra import compose, initialize_config_module
-    from hydra.errors import HydraException
+    from hydra.errors import HydraException, MissingConfigException
 
     overrides = list(sys.argv[1:] if argv is None else argv)
     if any(argument.startswith("-") for argument in overrides):
@@ -141,4 +147,5 @@ def refuse_bad_command_line(config_name: str, argv: Sequence[str] | None = None)
         try:
             compose(config_name, overrides=overrides)
         except HydraException as error:
-            raise OverrideTypeError(hydra_error_sentence(error)) from None
+            if isinstance(error, MissingConfigException) or "Could not override" in str(error):
+                raise OverrideTypeError(hydra_error_sentence(error)) from None

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Sequence
 
 from hotdog.core.cli import is_url, output_folder, positive_int, probability
-from hotdog.core.errors import HotdogError, exit_on_user_error, first_line
+from hotdog.core.errors import (
+    GCS_READ_HINT,
+    HotdogError,
+    exit_on_user_error,
+    first_line,
+    silence_gcsfs_failures,
+)
 from hotdog.monitor.drift import ALPHA, PERMUTATIONS, detect_drift
 from hotdog.monitor.profile import RecordSet, read_records
 from hotdog.monitor.report import render_html
@@ -41,16 +46,15 @@ def _read(location: str, what: str) -> RecordSet:
             raise
         raise HotdogError(
             f"{what} {location} cannot be read ({type(error).__name__}: {first_line(error)}); "
-            "check the bucket name and that credentials are available "
-            "(GOOGLE_APPLICATION_CREDENTIALS or gcloud auth application-default login)."
+            f"{GCS_READ_HINT}."
         ) from None
 
 
 def drift(args: argparse.Namespace) -> int:
+    out = output_folder(args.out)  # before the reading and the tests, which may take a while
     reference = _read(args.reference, "Reference profile")
     current = _read(args.current, "Prediction log")
     result = detect_drift(reference, current, alpha=args.alpha, permutations=args.permutations)
-    out = output_folder(args.out)
     summary = result.summary()
     (out / "drift.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "drift.html").write_text(render_html(result, args.reference, args.current))
@@ -83,8 +87,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     command.add_argument("--alpha", type=probability, default=ALPHA, help="false-alarm rate")
     command.add_argument("--permutations", type=positive_int, default=PERMUTATIONS)
     args = parser.parse_args(argv)
-    # gcsfs logs each failed read of a gs:// log with its traceback; _read says it in a sentence.
-    logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
+    silence_gcsfs_failures()  # _read says in one sentence why a gs:// log cannot be read
     with exit_on_user_error():
         sys.exit(drift(args))
 

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from hotdog.core.cli import is_url
 from hotdog.core.errors import HotdogError
 from hotdog.core.preprocessing import DataConfig
 from hotdog.monitor.profile import prediction_record, thumbnail_statistics
@@ -178,7 +179,7 @@ def check_location(location: str) -> None:
     """Refuse, in one sentence, a prediction log location no sink can write to."""
     if location.startswith("gs://"):
         return
-    if "://" in location:
+    if is_url(location):
         raise HotdogError(
             f"HOTDOG_PREDICTION_LOG={location} is neither a local folder nor a gs:// prefix."
         )

@@ -13,7 +13,6 @@ only once the remote answered.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import socket
 import subprocess
@@ -22,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
-from hotdog.core.errors import HotdogError, exit_on_user_error
+from hotdog.core.errors import HotdogError, exit_on_user_error, silence_gcsfs_failures
 
 # gcsfs otherwise probes for hierarchical-namespace buckets and hangs on emulators.
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
@@ -97,7 +96,7 @@ def check_remote(repo_root: Path, name: str | None = None, timeout_s: float = 20
     # bucket that does not exist.
     from gcsfs.core import GCSFileSystem
 
-    logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
+    silence_gcsfs_failures()
     filesystem = GCSFileSystem(
         token=_token(settings),
         endpoint_url=settings.get("endpointurl"),

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from hotdog.core.cli import positive_int
-from hotdog.core.errors import exit_on_user_error
+from hotdog.core.errors import exit_on_user_error, silence_gcsfs_failures
 from hotdog.monitor.prediction_log import PredictionLogSettings
 from hotdog.serve.settings import ENV_PREFIX, Settings
 
@@ -36,9 +36,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    # gcsfs logs each failed read of a gs:// model with its traceback; the service says what went
-    # wrong in one sentence (hotdog.serve.model_store) and keeps serving /health meanwhile.
-    logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
+    silence_gcsfs_failures()  # hotdog.serve.model_store says why a gs:// model cannot be read
 
     import uvicorn
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hotdog.core.artifact import ModelMetadata, sidecar_uri
-from hotdog.core.errors import HotdogError, first_line
+from hotdog.core.cli import is_url
+from hotdog.core.errors import GCS_READ_HINT, HotdogError, first_line
 
 
 class ModelLoadError(HotdogError):
@@ -25,13 +26,9 @@ class ModelArtifact:
     metadata: ModelMetadata
 
 
-def _is_remote(uri: str) -> bool:
-    return "://" in uri and not uri.startswith("file://")
-
-
 def read_bytes(uri: str) -> bytes:
     """The bytes at a local path or fsspec URL, or a :class:`ModelLoadError` in one sentence."""
-    if not _is_remote(uri):
+    if not is_url(uri):
         path = Path(uri.removeprefix("file://"))
         try:
             return path.read_bytes()
@@ -59,9 +56,7 @@ def read_bytes(uri: str) -> bytes:
         ) from None
     except Exception as error:  # gcsfs raises many types for auth and network failures
         raise ModelLoadError(
-            f"{uri} cannot be read ({type(error).__name__}: {first_line(error)}); check the "
-            "bucket name and that credentials are available (GOOGLE_APPLICATION_CREDENTIALS or "
-            "the service account of the machine)."
+            f"{uri} cannot be read ({type(error).__name__}: {first_line(error)}); {GCS_READ_HINT}."
         ) from None
 
 

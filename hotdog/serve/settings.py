@@ -161,7 +161,7 @@ class Settings(BaseSettings):
             socket.getaddrinfo(self.host, None)
         except (OSError, UnicodeError):
             raise SettingsError(
-                f"HOTDOG_HOST={self.host!r} is not an address of this machine; use 0.0.0.0 (every "
+                f"HOTDOG_HOST={self.host!r} cannot be resolved to an address; use 0.0.0.0 (every "
                 "interface) or 127.0.0.1 (this machine only)."
             ) from None
         if self.log_level not in LOG_LEVELS:
