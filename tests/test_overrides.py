@@ -110,6 +110,7 @@ def test_good_command_lines_and_hydra_flags_pass_through():
     )
 
 
+@pytest.mark.slow  # a child process importing PyTorch; the tests above run the same code
 def test_the_console_script_checks_the_command_line_first(tmp_path):
     import subprocess
     import sys
@@ -129,6 +130,7 @@ def test_the_console_script_checks_the_command_line_first(tmp_path):
     )
 
 
+@pytest.mark.slow  # a child process importing PyTorch; the tests above run the same code
 def test_python_m_hotdog_train_refuses_a_mistyped_option_in_one_sentence(tmp_path):
     from tests.conftest import run_cli
 

@@ -83,6 +83,12 @@ class TorchPredictor:
     """A checkpoint written by ``hotdog.train``, run in PyTorch (needs the ``train`` extra)."""
 
     def __init__(self, settings: Settings) -> None:
+        location = settings.model_location
+        if location.endswith(".onnx"):
+            raise ModelLoadError(
+                f"{location} is an exported ONNX model, not a checkpoint; serve it with the "
+                "onnx backend (drop --backend torch or HOTDOG_BACKEND=torch)."
+            )
         try:
             import torch
 
@@ -93,12 +99,6 @@ class TorchPredictor:
                 "onnx backend with an exported model."
             ) from None
         torch.set_num_threads(settings.threads)
-        location = settings.model_location
-        if location.endswith(".onnx"):
-            raise ModelLoadError(
-                f"{location} is an exported ONNX model, not a checkpoint; serve it with the "
-                "onnx backend (drop --backend torch or HOTDOG_BACKEND=torch)."
-            )
         data = read_bytes(location)
         with tempfile.TemporaryDirectory() as scratch:
             path = Path(scratch) / "model.ckpt"
