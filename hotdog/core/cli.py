@@ -14,12 +14,16 @@ from pathlib import Path
 from hotdog.core.errors import HotdogError
 
 
+def _parsed(text: str, kind: type[int] | type[float], what: str) -> int | float:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}") from None
+
+
 def positive_int(text: str) -> int:
     """A whole number of 1 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+    value = int(_parsed(text, int, "a whole number"))
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
     return value
@@ -27,10 +31,7 @@ def positive_int(text: str) -> int:
 
 def probability(text: str) -> float:
     """A number strictly between 0 and 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, not {text!r}") from None
+    value = float(_parsed(text, float, "a number"))
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {value}")
     return value
@@ -38,10 +39,7 @@ def probability(text: str) -> float:
 
 def non_negative_float(text: str) -> float:
     """A number of 0 or more."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, not {text!r}") from None
+    value = float(_parsed(text, float, "a number"))
     if not value >= 0.0:  # also refuses nan
         raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
     return value
